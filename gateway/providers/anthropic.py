@@ -1,0 +1,319 @@
+"""The Anthropic Messages API shape: translation to and from OpenAI Chat Completions.
+
+This module serves OpenAI clients from an Anthropic upstream (``chat_to_messages_request``,
+``messages_to_chat_response``) and re-exports the other direction (Anthropic-SDK clients
+served by OpenAI-compatible upstreams, in ``anthropic_inbound``) and the error translators,
+so the pipeline imports one module. Everything here is pure: dicts in, dicts out. A request
+that cannot be expressed in the other shape raises ``TranslationError`` (a 400).
+Streams are in ``anthropic_stream``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.providers.anthropic_common import (
+    TranslationError,
+    chat_usage,
+    completion_id,
+    finish_reason,
+    json_text,
+    text_of,
+    tool_input,
+)
+from gateway.providers.anthropic_errors import (
+    anthropic_error_body,
+    anthropic_error_from_openai,
+    openai_error_from_anthropic,
+)
+from gateway.providers.anthropic_inbound import chat_to_messages_response, messages_to_chat_request
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "TranslationError",
+    "anthropic_error_body",
+    "anthropic_error_from_openai",
+    "chat_to_messages_request",
+    "chat_to_messages_response",
+    "messages_to_chat_request",
+    "messages_to_chat_response",
+    "openai_error_from_anthropic",
+]
+
+# Anthropic requires max_tokens; OpenAI clients usually leave it out.
+DEFAULT_MAX_TOKENS = 4096
+
+_TOOL_CHOICES: dict[str, dict[str, Any]] = {
+    "auto": {"type": "auto"},
+    "none": {"type": "none"},
+    "required": {"type": "any"},
+}
+
+
+def chat_to_messages_request(chat: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """An OpenAI Chat Completions request -> an Anthropic Messages request for ``model_id``."""
+    messages = chat.get("messages")
+    if not isinstance(messages, list):
+        raise TranslationError("messages must be a list", param="messages")
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TranslationError(f"{where} must be an object", param=where)
+        role = message.get("role")
+        if role in ("system", "developer"):
+            # Anthropic has one system prompt, so every system turn is hoisted into it.
+            text = text_of(message.get("content"))
+            if text:
+                system.append(text)
+            continue
+        if role == "user":
+            blocks = _user_blocks(message.get("content"), where)
+        elif role == "assistant":
+            blocks = _assistant_blocks(message, where)
+        elif role == "tool":
+            role, blocks = "user", [_tool_result(message, where)]
+        else:
+            raise TranslationError(f"{where}.role {role!r} is not supported", param=f"{where}.role")
+        if not blocks:
+            continue
+        # Anthropic wants strictly alternating turns; the tool results of one assistant
+        # turn (several OpenAI "tool" messages) must be one user turn.
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        _tidy(turn)
+
+    out: dict[str, Any] = {
+        "model": model_id,
+        "messages": turns,
+        "max_tokens": _max_tokens(chat),
+    }
+    if system:
+        out["system"] = "\n\n".join(system)
+    stop = chat.get("stop")
+    if isinstance(stop, str):
+        out["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
+    temperature = chat.get("temperature")
+    if isinstance(temperature, int | float):
+        out["temperature"] = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows up to 2
+    if isinstance(chat.get("top_p"), int | float):
+        out["top_p"] = chat["top_p"]
+    if chat.get("stream"):
+        out["stream"] = True
+    if isinstance(chat.get("user"), str):
+        out["metadata"] = {"user_id": chat["user"]}
+    n = chat.get("n")
+    if n not in (None, 1):
+        raise TranslationError("n > 1 is not supported by Anthropic models", param="n")
+    _add_tools(chat, out)
+    return out
+
+
+def messages_to_chat_response(
+    msg: dict[str, Any], model: str, *, created: int | None = None
+) -> dict[str, Any]:
+    """An Anthropic message -> an OpenAI ``chat.completion`` reporting ``model``."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in msg.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": json_text(block.get("input") or {}),
+                    },
+                }
+            )
+        # thinking and server-tool blocks have no Chat Completions equivalent.
+    text = "".join(texts)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not tool_calls else None,
+        "refusal": None,
+    }
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": completion_id(msg.get("id")),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(msg.get("stop_reason")),
+            }
+        ],
+        "usage": chat_usage(msg.get("usage")),
+    }
+
+
+def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise TranslationError(f"{where}.content must be a string or a list", param=where)
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        here = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):  # Anthropic rejects empty text blocks
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            blocks.append(_image_block(part.get("image_url"), here))
+        elif kind == "file":
+            blocks.append(_document_block(part.get("file"), here))
+        else:
+            raise TranslationError(
+                f"{here}: content part type {kind!r} is not supported by Anthropic models",
+                param=here,
+            )
+    return blocks
+
+
+def _image_block(image: Any, where: str) -> dict[str, Any]:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise TranslationError(f"{where}.image_url.url must be a string", param=where)
+    if url.startswith("data:"):
+        media_type, data = _data_url(url, where)
+        source = {"type": "base64", "media_type": media_type, "data": data}
+        return {"type": "image", "source": source}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise TranslationError(f"{where}.image_url.url must be an http(s) or data: URL", param=where)
+
+
+def _document_block(file: Any, where: str) -> dict[str, Any]:
+    data_url = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(data_url, str) or not data_url.startswith("data:"):
+        raise TranslationError(
+            f"{where}: only inline file_data is supported for Anthropic models", param=where
+        )
+    media_type, data = _data_url(data_url, where)
+    return {
+        "type": "document",
+        "source": {"type": "base64", "media_type": media_type, "data": data},
+    }
+
+
+def _data_url(url: str, where: str) -> tuple[str, str]:
+    header, comma, data = url[5:].partition(",")
+    media_type, *params = header.split(";")
+    if not comma or "base64" not in params or not media_type:
+        raise TranslationError(f"{where}: expected a base64 data: URL", param=where)
+    return media_type, data
+
+
+def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            blocks.append({"type": "text", "text": content})
+    elif isinstance(content, list):
+        for part in content:
+            text = part.get("text") or part.get("refusal") if isinstance(part, dict) else None
+            if isinstance(text, str) and text:
+                blocks.append({"type": "text", "text": text})
+    for j, call in enumerate(message.get("tool_calls") or []):
+        here = f"{where}.tool_calls[{j}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or call.get("type", "function") != "function":
+            raise TranslationError(f"{here}: only function tool calls are supported", param=here)
+        arguments = tool_input(function.get("arguments"))
+        if arguments is None:
+            raise TranslationError(
+                f"{here}.function.arguments must be a JSON object", param=f"{here}.function"
+            )
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id", ""),
+                "name": function.get("name", ""),
+                "input": arguments,
+            }
+        )
+    return blocks
+
+
+def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str):
+        raise TranslationError(f"{where}.tool_call_id is required", param=f"{where}.tool_call_id")
+    content = message.get("content")
+    result: Any = content if isinstance(content, str) else text_of(content)
+    return {"type": "tool_result", "tool_use_id": call_id, "content": result}
+
+
+def _tidy(turn: dict[str, Any]) -> None:
+    blocks: list[dict[str, Any]] = turn["content"]
+    if turn["role"] == "user" and any(b["type"] == "tool_result" for b in blocks):
+        # Anthropic wants the tool results first in the turn that answers a tool call.
+        blocks.sort(key=lambda b: b["type"] != "tool_result")
+    if len(blocks) == 1 and blocks[0]["type"] == "text":
+        turn["content"] = blocks[0]["text"]
+
+
+def _max_tokens(chat: dict[str, Any]) -> int:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = chat.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TranslationError(f"{key} must be a positive integer", param=key)
+        return value
+    return DEFAULT_MAX_TOKENS
+
+
+def _add_tools(chat: dict[str, Any], out: dict[str, Any]) -> None:
+    tools = chat.get("tools")
+    if not tools:
+        return  # Anthropic rejects tool_choice without tools
+    converted = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function":
+            raise TranslationError(
+                f"tools[{i}]: only function tools are supported", param=f"tools[{i}]"
+            )
+        entry: dict[str, Any] = {"name": function.get("name", "")}
+        if function.get("description"):
+            entry["description"] = function["description"]
+        entry["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+        converted.append(entry)
+    out["tools"] = converted
+
+    choice = chat.get("tool_choice")
+    tool_choice: dict[str, Any] | None = None
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICES:
+            raise TranslationError(f"tool_choice {choice!r} is not supported", param="tool_choice")
+        tool_choice = dict(_TOOL_CHOICES[choice])
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise TranslationError("tool_choice.function.name is required", param="tool_choice")
+        tool_choice = {"type": "tool", "name": name}
+    if chat.get("parallel_tool_calls") is False:
+        tool_choice = tool_choice or {"type": "auto"}
+        if tool_choice["type"] != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+    if tool_choice is not None:
+        out["tool_choice"] = tool_choice
