@@ -109,7 +109,14 @@ def stream(conversation: Conversation, reply: Reply, created: int) -> StreamEven
     }
     events: StreamEvents = [
         (0, sse({"type": "message_start", "message": start}, "message_start")),
-        (0, _event("content_block_start", content_block=_block(conversation, reply, full=False))),
+        (
+            0,
+            _event(
+                "content_block_start",
+                index=0,
+                content_block=_block(conversation, reply, full=False),
+            ),
+        ),
         (0, _event("ping")),
     ]
     for i, token in enumerate(reply.tokens):
