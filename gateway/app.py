@@ -1,0 +1,139 @@
+"""The app factory: wires stores, clients, routes and error handlers. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+
+from prometheus_client import generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.affinity import AffinityStore, MemoryStore
+from gateway.affinity.redis import RedisStore
+from gateway.auth import Authenticator
+from gateway.config import Config, load_config
+from gateway.decider import Decider
+from gateway.dispatch import Dispatcher
+from gateway.endpoints import (
+    AffinityAdmin,
+    Completions,
+    Health,
+    MetricsEndpoint,
+    Models,
+    RoutingDecision,
+)
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
+from gateway.routing import BuiltinRouter, Router
+from gateway.upstream import UpstreamClient
+
+logger = logging.getLogger("gateway")
+CONFIG_ENV = "AFFINITY_GATEWAY_CONFIG"
+PIN_GAUGE_INTERVAL_S = 15.0
+
+
+def build_store(config: Config) -> AffinityStore:
+    routing = config.routing
+    if routing.session_cache.type == "redis":
+        return RedisStore(routing)
+    return MemoryStore(
+        routing.session_ttl_seconds, routing.session_max_entries, routing.session_ttl_refresh
+    )
+
+
+ROUTERS: dict[str, Callable[[Config, UpstreamClient], Router]] = {
+    "builtin": lambda config, upstream: BuiltinRouter(
+        config.preferences, config.routing.router.threshold
+    ),
+}
+
+
+def create_app(config: Config) -> Starlette:
+    metrics = Metrics()
+    store = build_store(config)
+    upstream = UpstreamClient(config.upstream)
+    router = ROUTERS[config.routing.router.type](config, upstream)
+    auth = Authenticator(config.auth, config.routing.session_cache.tenant_header)
+    pipeline = Pipeline(
+        config, auth, Decider(config, store, router, metrics),
+        Dispatcher(config, upstream, metrics), metrics,
+    )
+    state = {"live": True, "ready": False}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await upstream.open()
+        await store.open()
+        sampler = asyncio.ensure_future(_sample_pins(store, metrics))
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            sampler.cancel()
+            await router.close()
+            await store.close()
+            await upstream.close()
+
+    routes = [
+        Route("/v1/chat/completions", Completions(pipeline, OPENAI, "chat_completions"),
+              methods=["POST"]),
+        Route("/v1/messages", Completions(pipeline, ANTHROPIC, "messages"), methods=["POST"]),
+        Route("/routing/v1/chat/completions", RoutingDecision(pipeline, OPENAI), methods=["POST"]),
+        Route("/routing/v1/messages", RoutingDecision(pipeline, ANTHROPIC), methods=["POST"]),
+        Route("/v1/models", Models(config), methods=["GET"]),
+        Route("/v1/affinity/{affinity_id:path}", AffinityAdmin(store, auth),
+              methods=["GET", "DELETE"]),
+        Route("/healthz", Health(state, "live"), methods=["GET"]),
+        Route("/readyz", Health(state, "ready"), methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(lambda: generate_latest(metrics.registry)),
+              methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.config = config
+    app.state.metrics = metrics
+    app.state.store = store
+    app.state.health = state
+    return app
+
+
+async def _sample_pins(store: AffinityStore, metrics: Metrics) -> None:
+    """The pins gauge comes from the store now and then, never from the request path."""
+    while True:
+        with contextlib.suppress(Exception):
+            metrics.pins.set(await store.count())
+        await asyncio.sleep(PIN_GAUGE_INTERVAL_S)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = GatewayError(
+        exc.detail if exc.status_code != 404 else f"no route for {request.url.path}",
+        code="method_not_allowed" if exc.status_code == 405 else "not_found",
+    )
+    error.status = exc.status_code
+    error.type = "invalid_request_error"
+    return Response(error.body(), exc.status_code, exc.headers, media_type="application/json")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s", request.url.path)
+    error = GatewayError("internal gateway error", code="internal_error")
+    return Response(error.body(), 500, media_type="application/json")
+
+
+def app_from_env() -> Starlette:
+    """uvicorn's factory for `serve` (also with --workers): the config path comes from the env."""
+    return create_app(load_config(os.environ[CONFIG_ENV]))

@@ -1,0 +1,110 @@
+"""`affinity-gateway serve | simulate | demo | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway.config import ConfigError, load_config, render_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="affinity-gateway", description="An LLM gateway that pins agent sessions to one model."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    serve.add_argument("--host", help="bind address (default: the config's listener, else 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default: the config's listener, else 12000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--log-level", help="debug, info, warning, error (default: from config)")
+
+    simulate = commands.add_parser("simulate", help="a local fake OpenAI/Anthropic provider")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8000)
+    simulate.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
+    simulate.add_argument("--tokens-per-s", type=float, default=0.0, help="0: as fast as possible")
+    simulate.add_argument("--fail-rate", type=float, default=0.0, help="fraction answered with an error")
+    simulate.add_argument("--fail-status", type=int, default=500)
+    simulate.add_argument("--jitter-ms", type=float, default=0.0)
+    simulate.add_argument("--seed", type=int, default=0)
+
+    check = commands.add_parser("check-config", help="validate a config and print it resolved")
+    check.add_argument("file")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "simulate":
+        return simulate_command(args)
+    return serve_command(args)
+
+
+def check_config(path: str) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(render_config(config), end="")
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import CONFIG_ENV
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 1
+    level = (args.log_level or config.logging.level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for warning in config.warnings:
+        logging.getLogger("gateway.config").warning("%s", warning)
+    if args.workers > 1 and config.routing.session_cache.type == "memory":
+        print(
+            "config error: routing.session_cache: --workers > 1 needs the redis store "
+            "(each worker would keep its own pins); set routing.session_cache.url",
+            file=sys.stderr,
+        )
+        return 1
+    os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    uvicorn.run(
+        "gateway.app:app_from_env",
+        factory=True,
+        host=args.host or config.server.host,
+        port=args.port or config.server.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=level.lower(),
+        timeout_graceful_shutdown=config.server.drain_timeout_seconds,
+    )
+    return 0
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    from gateway.simulator import SimulatorSettings, run_simulator
+
+    settings = SimulatorSettings(
+        ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, fail_rate=args.fail_rate,
+        fail_status=args.fail_status, jitter_ms=args.jitter_ms, seed=args.seed,
+    )
+    run_simulator(settings, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

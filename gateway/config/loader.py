@@ -1,0 +1,415 @@
+"""Build a `Config` from a Plano-compatible YAML file (v0.3.0 and v0.4.0 forms)."""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+
+from gateway.config.providers import INTERFACES, KNOWN_WITHOUT_DEFAULT, api_base, interface_for
+from gateway.config.reader import ConfigError, Node, describe
+from gateway.config.schema import (
+    AuthConfig,
+    AuthKey,
+    Config,
+    LimitsConfig,
+    LoggingConfig,
+    ModelProvider,
+    RouterConfig,
+    RoutingConfig,
+    RoutingPreference,
+    ServerConfig,
+    SessionCacheConfig,
+    UpstreamConfig,
+)
+
+logger = logging.getLogger("gateway.config")
+
+# Plano keys the gateway reads but does not act on: loaded with one warning each.
+PLANO_TOP_LEVEL = {
+    key: "a Plano feature outside this gateway's scope"
+    for key in (
+        "tracing", "prompt_targets", "endpoints", "system_prompt", "prompt_guards", "agents",
+        "filters", "ratelimits", "model_metrics_sources", "state_storage", "mode",
+    )
+}
+PLANO_ROUTING = {"routing_budget": "Plano's switch-cost budget is not implemented"}
+PLANO_LISTENER = {"max_retries": "use upstream.max_retries instead"}
+PLANO_OVERRIDES = {
+    key: "a Plano override without effect here"
+    for key in (
+        "prompt_target_intent_matching_threshold", "optimize_context_window",
+        "use_agent_orchestrator",
+    )
+}
+VERSIONS = ("v0.1.0", "v0.2.0", "v0.3.0", "v0.4.0")
+MEMORY_STORE_MAX = 10_000
+REDIS_STORE_MAX = 1_000_000
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raises `ConfigError` with the key path on any mistake."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError("", f"{path}: {problem}{where}") from None
+    return parse_config(data if data is not None else {}, environ)
+
+
+def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    root = Node(data, "", environ)
+    warnings: list[str] = []
+    version = root.string("version", "v0.4.0", choices=VERSIONS) or "v0.4.0"
+    server, listener_timeout_ms = _listeners(root, warnings)
+    providers, inline = _providers(root, warnings)
+    models = _model_index(providers)
+    preferences = _preferences(root, inline, models)
+    aliases = _aliases(root, models)
+    defaults = [p for p in providers if p.default]
+    if len(defaults) > 1:
+        raise ConfigError("model_providers", "more than one model has default: true")
+    default_model = (defaults or list(providers))[0].model
+    routing = _routing(root, models, warnings)
+    upstream = _upstream(root, listener_timeout_ms)
+    config = Config(
+        version=version,
+        providers=providers,
+        preferences=preferences,
+        aliases=types.MappingProxyType(aliases),
+        models=types.MappingProxyType(models),
+        default_model=default_model,
+        routing=routing,
+        upstream=upstream,
+        limits=_limits(root),
+        auth=_auth(root),
+        logging=_logging(root),
+        server=_server(root, server),
+        metrics_enabled=_metrics(root),
+        warnings=(),
+    )
+    warnings.extend(root.finish(PLANO_TOP_LEVEL))
+    return replace(config, warnings=tuple(warnings))
+
+
+def _listeners(root: Node, warnings: list[str]) -> tuple[ServerConfig, int]:
+    server = ServerConfig()
+    timeout_ms = 0
+    for element, path in root.items("listeners"):
+        node = Node(element, path, root.environ)
+        kind = node.string("type", "model")
+        node.string("name")
+        address = node.string("address", server.host) or server.host
+        port = node.integer("port", server.port, 1, 65535)
+        timeout = node.duration_ms("timeout", 0, 0)
+        warnings.extend(node.finish(PLANO_LISTENER))
+        if kind != "model":
+            warnings.append(f"{path}.type: {kind!r} listeners are a Plano feature; ignored")
+            continue
+        server = ServerConfig(host=address, port=port)
+        timeout_ms = timeout
+    # The listener's timeout is Plano's whole-request timeout; it seeds upstream.total_timeout_ms.
+    return server, timeout_ms
+
+
+def _providers(
+    root: Node, warnings: list[str]
+) -> tuple[tuple[ModelProvider, ...], list[tuple[RoutingPreference, str]]]:
+    providers: list[ModelProvider] = []
+    inline: list[tuple[RoutingPreference, str]] = []
+    seen: set[str] = set()
+    for element, path in root.items("model_providers"):
+        node = Node(element, path, root.environ)
+        model = node.string("model", required=True) or ""
+        node.string("name")
+        provider, _, model_id = model.partition("/")
+        if not provider or not model_id:
+            raise ConfigError(f"{path}.model", f"expected provider/model-id, got {model!r}")
+        if model in seen:
+            raise ConfigError(f"{path}.model", f"{model!r} is configured twice")
+        seen.add(model)
+        declared = node.string("provider_interface", choices=INTERFACES)
+        base_url = node.string("base_url") or None
+        if base_url is None and provider in KNOWN_WITHOUT_DEFAULT:
+            raise ConfigError(f"{path}.base_url", f"is required for provider {provider!r}")
+        providers.append(
+            ModelProvider(
+                model=model,
+                provider=provider,
+                model_id=model_id,
+                interface=interface_for(provider, declared),
+                api_base=api_base(provider, base_url, f"{path}.base_url"),
+                access_key=node.string("access_key") or None,
+                default=node.boolean("default", False),
+            )
+        )
+        for pref, pref_path in node.items("routing_preferences"):
+            inline.append((_preference(Node(pref, pref_path, root.environ), (model,)), pref_path))
+        warnings.extend(node.finish())
+    if not providers:
+        raise ConfigError("model_providers", "at least one model provider is required")
+    return tuple(providers), inline
+
+
+def _model_index(providers: tuple[ModelProvider, ...]) -> dict[str, ModelProvider]:
+    """Full names always; a bare id only when exactly one provider serves it."""
+    index = {p.model: p for p in providers}
+    bare: dict[str, list[ModelProvider]] = {}
+    for provider in providers:
+        bare.setdefault(provider.model_id, []).append(provider)
+    for model_id, owners in bare.items():
+        if len(owners) == 1 and model_id not in index:
+            index[model_id] = owners[0]
+    return index
+
+
+def _preference(node: Node, models: tuple[str, ...]) -> RoutingPreference:
+    name = node.string("name", required=True) or ""
+    preference = RoutingPreference(
+        name=name,
+        description=node.string("description", "") or "",
+        examples=node.strings("examples"),
+        models=models or node.strings("models"),
+    )
+    if not models:
+        node.raw("models")
+    node.finish()
+    return preference
+
+
+def _preferences(
+    root: Node,
+    inline: list[tuple[RoutingPreference, str]],
+    models: dict[str, ModelProvider],
+) -> tuple[RoutingPreference, ...]:
+    merged: dict[str, RoutingPreference] = {}
+    sources: list[tuple[RoutingPreference, str]] = [
+        (_preference(Node(e, p, root.environ), ()), p) for e, p in root.items("routing_preferences")
+    ]
+    for preference, path in [*sources, *inline]:
+        resolved = []
+        for index, name in enumerate(preference.models):
+            provider = models.get(name)
+            if provider is None:
+                raise ConfigError(f"{path}.models[{index}]", f"unknown model {name!r}")
+            resolved.append(provider.model)
+        earlier = merged.get(preference.name)
+        if earlier is None:
+            merged[preference.name] = RoutingPreference(
+                preference.name, preference.description, preference.examples, tuple(resolved)
+            )
+            continue
+        merged[preference.name] = RoutingPreference(
+            name=preference.name,
+            description=earlier.description or preference.description,
+            examples=earlier.examples + tuple(e for e in preference.examples if e not in earlier.examples),
+            models=earlier.models + tuple(m for m in resolved if m not in earlier.models),
+        )
+    for name, preference in merged.items():
+        if not preference.models:
+            raise ConfigError("routing_preferences", f"preference {name!r} names no models")
+    return tuple(merged.values())
+
+
+def _aliases(root: Node, models: dict[str, ModelProvider]) -> dict[str, str]:
+    node = root.child("model_aliases")
+    if node is None:
+        return {}
+    aliases = {}
+    for alias in list(node.data):
+        target_node = node.child(str(alias))
+        if target_node is None:
+            raise ConfigError(node.at(str(alias)), "expected a mapping with target")
+        target = target_node.string("target", required=True) or ""
+        target_node.finish()
+        provider = models.get(target)
+        if provider is None:
+            raise ConfigError(f"{target_node.path}.target", f"unknown model {target!r}")
+        aliases[str(alias)] = provider.model
+    node.finish()
+    return aliases
+
+
+def _router(
+    routing: Node, root: Node, models: dict[str, ModelProvider], override_model: str | None
+) -> RouterConfig:
+    raw = routing.raw("router")
+    if raw is None:
+        router = RouterConfig(type="llm", model=override_model) if override_model else RouterConfig()
+    elif isinstance(raw, str):
+        kind = routing.string("router", choices=("builtin", "llm"))
+        router = RouterConfig(type=cast(Any, kind), model=override_model)
+    else:
+        node = Node(raw, routing.at("router"), root.environ)
+        kind = node.string("type", "builtin", choices=("builtin", "llm"))
+        router = RouterConfig(
+            type=cast(Any, kind),
+            threshold=node.number("threshold", 0.2, 0.0, 100.0),
+            model=node.string("model") or override_model,
+            timeout_ms=node.integer("timeout_ms", 300, 1, 60_000),
+        )
+        node.finish()
+    if router.type == "llm":
+        if router.model is None:
+            raise ConfigError(routing.at("router"), "the llm router needs a model")
+        provider = models.get(router.model)
+        if provider is None:
+            raise ConfigError(routing.at("router"), f"unknown router model {router.model!r}")
+        router = RouterConfig("llm", router.threshold, provider.model, router.timeout_ms)
+    return router
+
+
+def _routing(root: Node, models: dict[str, ModelProvider], warnings: list[str]) -> RoutingConfig:
+    routing = root.child("routing") or Node({}, "routing", root.environ)
+    overrides = root.child("overrides")
+    override_model = None
+    if overrides is not None:
+        override_model = overrides.string("llm_routing_model")
+        warnings.extend(overrides.finish(PLANO_OVERRIDES))
+    router = _router(routing, root, models, override_model)
+    cache = _session_cache(routing)
+    ceiling = MEMORY_STORE_MAX if cache.type == "memory" else REDIS_STORE_MAX
+    suffix = " with the memory store" if cache.type == "memory" else ""
+    max_entries = routing.raw("session_max_entries")
+    if isinstance(max_entries, int) and not isinstance(max_entries, bool) and max_entries > ceiling:
+        raise ConfigError(
+            routing.at("session_max_entries"), f"must be at most {ceiling}{suffix}, got {max_entries}"
+        )
+    result = RoutingConfig(
+        router=router,
+        session_ttl_seconds=routing.integer("session_ttl_seconds", 600, 1, 30 * 86_400),
+        session_max_entries=routing.integer("session_max_entries", 10_000, 1, ceiling),
+        session_ttl_refresh=routing.boolean("session_ttl_refresh", False),
+        on_pinned_failure=cast(
+            Any, routing.string("on_pinned_failure", "error", choices=("error", "reroute"))
+        ),
+        session_cache=cache,
+    )
+    warnings.extend(routing.finish(PLANO_ROUTING))
+    return result
+
+
+def _session_cache(routing: Node) -> SessionCacheConfig:
+    node = routing.child("session_cache")
+    if node is None:
+        return SessionCacheConfig()
+    url = node.string("url") or None
+    sentinel = node.child("sentinel")
+    master: str | None = None
+    sentinels: tuple[str, ...] = ()
+    if sentinel is not None:
+        master = sentinel.string("master_name", required=True)
+        sentinels = sentinel.strings("sentinels")
+        if not sentinels:
+            raise ConfigError(f"{sentinel.path}.sentinels", "needs at least one host:port")
+        sentinel.finish()
+    default_type = "redis" if (url or sentinels) else "memory"
+    kind = node.string("type", default_type, choices=("memory", "redis")) or default_type
+    if kind == "redis" and not (url or sentinels):
+        raise ConfigError(f"{node.path}.url", "is required for the redis store (or set sentinel)")
+    if url and not url.startswith(("redis://", "rediss://", "redis+sentinel://", "unix://")):
+        raise ConfigError(f"{node.path}.url", f"expected a redis:// URL, got {describe(url[:12])}")
+    cache = SessionCacheConfig(
+        type=cast(Any, kind),
+        url=url,
+        tenant_header=(node.string("tenant_header") or "").lower() or None,
+        key_prefix=node.string("key_prefix", "agw") or "agw",
+        cluster=node.boolean("cluster", False),
+        sentinel_master=master,
+        sentinels=sentinels,
+        socket_timeout_ms=node.integer("socket_timeout_ms", 100, 1, 60_000),
+        connect_timeout_ms=node.integer("connect_timeout_ms", 500, 1, 60_000),
+        pool_size=node.integer("pool_size", 64, 1, 10_000),
+        local_cache_entries=node.integer("local_cache_entries", 10_000, 1, MEMORY_STORE_MAX),
+        breaker_cooldown_ms=node.integer("breaker_cooldown_ms", 1000, 1, 600_000),
+    )
+    node.finish()
+    return cache
+
+
+def _upstream(root: Node, listener_timeout_ms: int) -> UpstreamConfig:
+    node = root.child("upstream") or Node({}, "upstream", root.environ)
+    total_default = listener_timeout_ms or 600_000
+    config = UpstreamConfig(
+        connect_timeout_ms=node.integer("connect_timeout_ms", 3000, 1, 600_000),
+        first_byte_timeout_ms=node.integer("first_byte_timeout_ms", 60_000, 1, 3_600_000),
+        total_timeout_ms=node.integer("total_timeout_ms", total_default, 1, 86_400_000),
+        max_retries=node.integer("max_retries", 2, 0, 10),
+        retry_backoff_ms=node.integer("retry_backoff_ms", 100, 0, 60_000),
+        max_connections=node.integer("max_connections", 1000, 1, 100_000),
+    )
+    node.finish()
+    return config
+
+
+def _limits(root: Node) -> LimitsConfig:
+    node = root.child("limits") or Node({}, "limits", root.environ)
+    limits = LimitsConfig(
+        max_body_bytes=node.integer("max_body_bytes", 8 * 1024 * 1024, 1024, 1024**3),
+        max_header_bytes=node.integer("max_header_bytes", 64 * 1024, 1024, 1024 * 1024),
+        max_messages=node.integer("max_messages", 10_000, 1, 1_000_000),
+        max_concurrent_per_tenant=node.integer("max_concurrent_per_tenant", 0, 0, 1_000_000),
+    )
+    node.finish()
+    return limits
+
+
+def _auth(root: Node) -> AuthConfig:
+    node = root.child("auth")
+    if node is None:
+        return AuthConfig()
+    keys = []
+    for element, path in node.items("keys"):
+        entry = Node(element, path, root.environ)
+        key = entry.string("key", required=True) or ""
+        if not key:
+            raise ConfigError(f"{path}.key", "is empty")
+        keys.append(AuthKey(key=key, tenant=entry.string("tenant", "default") or "default"))
+        entry.finish()
+    admin = node.strings("admin_keys")
+    if any(not key for key in admin):
+        raise ConfigError(node.at("admin_keys"), "contains an empty key")
+    node.finish()
+    return AuthConfig(keys=tuple(keys), admin_keys=admin)
+
+
+def _logging(root: Node) -> LoggingConfig:
+    node = root.child("logging") or Node({}, "logging", root.environ)
+    levels = ("debug", "info", "warning", "error", "critical")
+    config = LoggingConfig(
+        level=(node.string("level", "info") or "info").lower(),
+        format=cast(Any, node.string("format", "auto", choices=("auto", "json", "text"))),
+    )
+    if config.level not in levels:
+        raise ConfigError(node.at("level"), f"expected one of {', '.join(levels)}")
+    node.finish()
+    return config
+
+
+def _server(root: Node, listener: ServerConfig) -> ServerConfig:
+    node = root.child("server") or Node({}, "server", root.environ)
+    config = ServerConfig(
+        host=listener.host,
+        port=listener.port,
+        drain_timeout_seconds=node.integer("drain_timeout_seconds", 25, 0, 3600),
+    )
+    node.finish()
+    return config
+
+
+def _metrics(root: Node) -> bool:
+    node = root.child("metrics") or Node({}, "metrics", root.environ)
+    enabled = node.boolean("enabled", True)
+    node.finish()
+    return enabled

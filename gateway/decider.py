@@ -1,0 +1,84 @@
+"""Deciding a request's model: the session's pin if it has one, else a fresh route, pinned
+first-writer-wins so that replicas racing on a session's first turn agree."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.affinity import AffinityStore, Pin, pin_key
+from gateway.config import Config
+from gateway.errors import NotFound
+from gateway.metrics import Metrics
+from gateway.parse import ChatRequest
+from gateway.routing import Decision, Router, candidates
+
+AffinityStatus = Literal["new", "hit", "none", "degraded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    status: AffinityStatus
+    key: str | None  # the pin key, when the request carried an affinity id
+
+
+
+class Decider:
+    def __init__(
+        self, config: Config, store: AffinityStore, router: Router, metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.router = router
+        self.metrics = metrics
+
+    async def decide(self, request: ChatRequest, affinity_id: str | None, tenant: str) -> Outcome:
+        """The pin if there is one; else a fresh route, pinned first-writer-wins."""
+        requested = request.requested_model
+        if requested is not None and self.config.resolve(requested) is None:
+            raise NotFound(
+                f"model {requested!r} is not configured", param="model", code="model_not_found"
+            )
+        if affinity_id is None:
+            return Outcome(await self.route(request), "none", None)
+        key = pin_key(tenant, affinity_id)
+        started = time.perf_counter()
+        lookup = await self.store.get(key)
+        self.metrics.store_time(self.store.name, time.perf_counter() - started)
+        if lookup.degraded:
+            self.metrics.affinity("degraded")
+        pin = lookup.pin
+        if pin is not None and pin.model in self.config.models:
+            self.metrics.affinity("hit")
+            decision = Decision(pin.route, (pin.model,), "affinity")
+            self.metrics.decision(pin.route, pin.model, "affinity")
+            return Outcome(decision, "degraded" if lookup.degraded else "hit", key)
+        if pin is not None:  # pinned to a model that has left the config: route afresh
+            await self.store.delete(key)
+        decision = await self.route(request)
+        started = time.perf_counter()
+        pinned = await self.store.pin(key, Pin(decision.model, decision.route))
+        self.metrics.store_time(self.store.name, time.perf_counter() - started)
+        if pinned.evicted:
+            self.metrics.affinity("evicted", pinned.evicted)
+        if pinned.degraded and not lookup.degraded:
+            self.metrics.affinity("degraded")
+        status: AffinityStatus = "degraded" if pinned.degraded else "new"
+        if pinned.created:
+            self.metrics.affinity("new")
+        else:  # another replica pinned this session first: serve its choice
+            self.metrics.affinity("race_lost")
+            status = "degraded" if pinned.degraded else "hit"
+        served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
+        return Outcome(served, status, key)
+
+    async def route(self, request: ChatRequest) -> Decision:
+        started = time.perf_counter()
+        choice = await self.router.choose(request.turns)
+        self.metrics.router_time(self.router.name, time.perf_counter() - started)
+        models = candidates(self.config, choice.route, request.requested_model)
+        self.metrics.decision(choice.route, models[0], choice.source)
+        return Decision(choice.route, models, choice.source)
+

@@ -1,0 +1,121 @@
+"""The HTTP surface: thin raw-ASGI endpoints over the pipeline and the stores."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.affinity import AffinityStore, pin_key, validate_affinity_id
+from gateway.auth import DEFAULT_TENANT, Authenticator
+from gateway.config import Config
+from gateway.errors import GatewayError, NotFound
+from gateway.http import header, respond
+from gateway.pipeline import Api, Pipeline
+from gateway.types import Receive, Scope, Send
+
+
+class Completions:
+    """POST /v1/chat/completions and POST /v1/messages."""
+
+    def __init__(self, pipeline: Pipeline, api: Api, endpoint: str) -> None:
+        self.pipeline = pipeline
+        self.api = api
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.pipeline.complete(scope, receive, send, self.api, self.endpoint)
+
+
+class RoutingDecision:
+    """POST /routing/v1/chat/completions and /routing/v1/messages."""
+
+    def __init__(self, pipeline: Pipeline, api: Api) -> None:
+        self.pipeline = pipeline
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.pipeline.decision(scope, receive, send, self.api)
+
+
+class Models:
+    """GET /v1/models: configured models and aliases in OpenAI's list shape."""
+
+    def __init__(self, config: Config) -> None:
+        created = int(time.time())
+        data = [
+            {"id": p.model, "object": "model", "created": created, "owned_by": p.provider}
+            for p in config.providers
+        ]
+        data += [
+            {"id": alias, "object": "model", "created": created, "owned_by": "alias",
+             "target": target}
+            for alias, target in config.aliases.items()
+        ]
+        self.body = orjson.dumps({"object": "list", "data": data})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, self.body, [])
+
+
+class AffinityAdmin:
+    """GET / DELETE /v1/affinity/{id}: inspect or drop a pin (admin key when auth is on)."""
+
+    def __init__(self, store: AffinityStore, auth: Authenticator) -> None:
+        self.store = store
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if self.auth.enabled:
+                self.auth.require_admin(scope)
+            affinity_id = validate_affinity_id(scope["path_params"]["affinity_id"])
+            tenant = self._tenant(scope)
+            key = pin_key(tenant, affinity_id)
+            if scope["method"] == "DELETE":
+                if not await self.store.delete(key):
+                    raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
+                body = {"id": affinity_id, "tenant": tenant, "deleted": True}
+            else:
+                lookup = await self.store.get(key)
+                if lookup.pin is None:
+                    raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
+                body = {"id": affinity_id, "tenant": tenant, "model": lookup.pin.model,
+                        "route": lookup.pin.route, "degraded": lookup.degraded}
+        except GatewayError as error:
+            await respond(send, error.status, error.body(), [])
+            return
+        await respond(send, 200, orjson.dumps(body), [])
+
+    def _tenant(self, scope: Scope) -> str:
+        query = scope.get("query_string", b"").decode("latin-1")
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if name == "tenant" and value:
+                return str(value)
+        if self.auth.tenant_header is not None:
+            return header(scope, self.auth.tenant_header) or DEFAULT_TENANT
+        return DEFAULT_TENANT
+
+
+class Health:
+    """GET /healthz (alive) and /readyz (config loaded, stores open, not draining)."""
+
+    def __init__(self, state: dict[str, bool], key: str) -> None:
+        self.state = state
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ok = self.state.get(self.key, False)
+        body = b'{"status":"ok"}' if ok else b'{"status":"unavailable"}'
+        await respond(send, 200 if ok else 503, body, [])
+
+
+class MetricsEndpoint:
+    def __init__(self, render: object) -> None:
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.render()  # type: ignore[operator]
+        await respond(send, 200, body, [], content_type=CONTENT_TYPE_LATEST.encode())

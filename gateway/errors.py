@@ -1,0 +1,132 @@
+"""The gateway's error hierarchy; each error knows its HTTP status and OpenAI error envelope.
+
+    GatewayError
+    ├── ClientError                 4xx: the request is at fault
+    │   ├── BadRequest              400 (invalid_request_error)
+    │   ├── Unauthorized            401
+    │   ├── NotFound                404
+    │   ├── MethodNotAllowed        405
+    │   ├── PayloadTooLarge         413
+    │   └── RateLimited             429
+    └── UpstreamError               5xx: the provider (or the way to it) is at fault
+        ├── BadGateway              502
+        ├── ServiceUnavailable      503
+        └── GatewayTimeout          504
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.envelope())
+
+
+class ClientError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class BadRequest(ClientError):
+    status = 400
+
+
+class Unauthorized(ClientError):
+    status = 401
+    type = "authentication_error"
+
+
+class Forbidden(ClientError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(ClientError):
+    status = 404
+    type = "not_found_error"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+
+
+class RateLimited(ClientError):
+    status = 429
+    type = "rate_limit_error"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+
+    def __init__(self, message: str, *, reason: str = "error", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason  # low-cardinality label for gateway_upstream_errors_total
+
+
+class BadGateway(UpstreamError):
+    status = 502
+
+
+class ServiceUnavailable(UpstreamError):
+    status = 503
+
+
+class GatewayTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+
+
+class UpstreamStatusError(UpstreamError):
+    """The provider answered with an error status; `status` is what the client gets."""
+
+    def __init__(self, status: int, message: str, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(message, reason=reason, **kwargs)
+        self.status = status
+        self.type = _TYPE_FOR_STATUS.get(status, "upstream_error")
+
+
+_TYPE_FOR_STATUS = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}

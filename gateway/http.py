@@ -1,0 +1,57 @@
+"""Raw ASGI helpers for the hot path: headers, bounded body reads, whole responses."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.errors import PayloadTooLarge
+from gateway.types import Headers, Receive, Scope, Send
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header by lower-case name (ASGI servers lower-case them), latin-1 decoded."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, headers: Headers,
+    content_type: bytes = b"application/json",
+) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Returns when the client goes away (the request body has already been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

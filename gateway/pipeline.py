@@ -1,0 +1,194 @@
+"""One request's path, in order: parse, authenticate, decide (pin lookup, route on a miss,
+pin), call the provider, respond. The steps live in their own modules; their order lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.affinity import validate_affinity_id
+from gateway.auth import Authenticator
+from gateway.config import Config
+from gateway.decider import Decider, Outcome
+from gateway.dispatch import Dispatcher, Served
+from gateway.errors import GatewayError
+from gateway.http import header, read_body, respond, wait_for_disconnect
+from gateway.metrics import Metrics
+from gateway.parse import ChatRequest, parse_chat, parse_messages
+from gateway.providers import ClientApi
+from gateway.providers.anthropic_errors import anthropic_error_body
+from gateway.providers.openai import usage_of
+from gateway.sse import encode_event
+from gateway.types import Headers, Receive, Scope, Send
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """What differs between the two client APIs: how requests parse and errors look."""
+
+    name: ClientApi
+    parse: Callable[[bytes, int], ChatRequest]
+    error_body: Callable[[GatewayError], bytes]
+    stream_error: Callable[[GatewayError], bytes]
+
+
+def _openai_stream_error(error: GatewayError) -> bytes:
+    return encode_event(error.body())
+
+
+def _anthropic_error(error: GatewayError) -> bytes:
+    return orjson.dumps(anthropic_error_body(error.status, error.message))
+
+
+def _anthropic_stream_error(error: GatewayError) -> bytes:
+    return encode_event(_anthropic_error(error), event="error")
+
+
+OPENAI = Api("openai", parse_chat, GatewayError.body, _openai_stream_error)
+ANTHROPIC = Api("anthropic", parse_messages, _anthropic_error, _anthropic_stream_error)
+
+
+def request_id(scope: Scope) -> str:
+    given = header(scope, b"x-request-id")
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def decision_headers(rid: str, outcome: Outcome | None, model: str | None) -> Headers:
+    headers = [(b"x-request-id", rid.encode())]
+    if outcome is not None:
+        headers += [
+            (b"x-model-affinity-status", outcome.status.encode()),
+            (b"x-gateway-model", (model or outcome.decision.model).encode()),
+            (b"x-gateway-route", (outcome.decision.route or "").encode()),
+        ]
+    return headers
+
+
+class Pipeline:
+    def __init__(
+        self, config: Config, auth: Authenticator, decider: Decider, dispatcher: Dispatcher,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.decider = decider
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+
+    async def prepare(self, scope: Scope, receive: Receive, api: Api) -> tuple[ChatRequest, Outcome]:
+        tenant = self.auth.tenant(scope)
+        body = await read_body(scope, receive, self.config.limits.max_body_bytes)
+        request = api.parse(body, self.config.limits.max_messages)
+        raw_id = header(scope, b"x-model-affinity")
+        affinity_id = None if raw_id is None else validate_affinity_id(raw_id)
+        return request, await self.decider.decide(request, affinity_id, tenant)
+
+    async def complete(
+        self, scope: Scope, receive: Receive, send: Send, api: Api, endpoint: str
+    ) -> None:
+        """A chat completion (or Anthropic message), streamed or whole."""
+        started = time.perf_counter()
+        rid = request_id(scope)
+        outcome: Outcome | None = None
+        model = ""
+        status = 500
+        self.metrics.inflight.inc()
+        try:
+            request, outcome = await self.prepare(scope, receive, api)
+            served = await self.dispatcher.call(request, outcome.decision, api.name)
+            model = served.provider.model
+            headers = decision_headers(rid, outcome, model)
+            status = 200
+            if request.stream:
+                await self._stream(served, request, api, headers, send, receive, started)
+            else:
+                await self._whole(served, headers, send)
+        except GatewayError as error:
+            status = error.status
+            extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
+            await respond(send, status, api.error_body(error),
+                          decision_headers(rid, outcome, model or None) + extra)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.request(endpoint, model, status, time.perf_counter() - started)
+
+    async def _whole(self, served: Served, headers: Headers, send: Send) -> None:
+        started = time.perf_counter()
+        body = await served.response.read()
+        provider = served.provider
+        self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
+        translate = served.exchange.response_body
+        if translate is not None:
+            body = translate(body, provider.model_id)
+        usage = usage_of(body)
+        if usage is not None:
+            self.metrics.usage(provider.model, usage["prompt_tokens"], usage["completion_tokens"])
+        await respond(send, 200, body, headers)
+
+    async def _stream(
+        self, served: Served, request: ChatRequest, api: Api, headers: Headers,
+        send: Send, receive: Receive, started: float,
+    ) -> None:
+        provider = served.provider
+        translator = served.exchange.stream(provider.model_id, request.include_usage)
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                        *headers],
+        })
+
+        async def pump() -> None:
+            first = True
+            try:
+                async for chunk in served.response.chunks():
+                    out = translator.feed(chunk)
+                    if out:
+                        if first:
+                            first = False
+                            self.metrics.first_token(provider.model, time.perf_counter() - started)
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                tail = translator.close()
+            except GatewayError as error:  # mid-stream: the status is gone, so say it in-band
+                self.metrics.upstream_error(provider.provider, getattr(error, "reason", "error"))
+                tail = api.stream_error(error)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+        pumping = asyncio.ensure_future(pump())
+        watching = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pumping, watching):
+                task.cancel()
+            served.response.close()  # a client that left closes the upstream request too
+            if pumping.done() and not pumping.cancelled() and pumping.exception():
+                raise pumping.exception()  # type: ignore[misc]
+        self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
+        usage = translator.usage
+        if usage is not None:
+            self.metrics.usage(provider.model, usage["prompt_tokens"], usage["completion_tokens"])
+
+    async def decision(self, scope: Scope, receive: Receive, send: Send, api: Api) -> None:
+        """The routing decision only (Plano's /routing endpoints): no provider is called."""
+        rid = request_id(scope)
+        try:
+            _, outcome = await self.prepare(scope, receive, api)
+        except GatewayError as error:
+            await respond(send, error.status, api.error_body(error), decision_headers(rid, None, None))
+            return
+        body = {
+            "models": list(outcome.decision.models),
+            "route": outcome.decision.route,
+            "trace_id": rid,
+            "session_id": header(scope, b"x-model-affinity"),
+            "pinned": outcome.status in ("hit", "degraded") and outcome.decision.source == "affinity",
+        }
+        await respond(send, 200, orjson.dumps(body), decision_headers(rid, outcome, None))
