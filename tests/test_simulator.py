@@ -315,7 +315,8 @@ def test_client_disconnect_counts_a_cancelled_stream() -> None:
     with serve(tokens_per_s=5, answer_tokens=100) as base, httpx.Client(base_url=base) as client:
         request = {"model": "m", "messages": USER, "stream": True}
         with client.stream("POST", "/v1/chat/completions", json=request) as response:
-            next(response.iter_bytes())
+            chunks = response.iter_bytes()  # kept: a dropped iterator closes the response
+            assert next(chunks).startswith(b"data: ")
             assert client.get("/_simulator/stats").json()["open_streams"] == 1
 
         def stats() -> Any:
