@@ -51,8 +51,16 @@ _TOOL_CHOICES: dict[str, dict[str, Any]] = {
 }
 
 
-def chat_to_messages_request(chat: dict[str, Any], model_id: str) -> dict[str, Any]:
-    """An OpenAI Chat Completions request -> an Anthropic Messages request for ``model_id``."""
+def chat_to_messages_request(
+    chat: dict[str, Any], model_id: str, *, sampling: bool = True
+) -> dict[str, Any]:
+    """An OpenAI Chat Completions request -> an Anthropic Messages request for ``model_id``.
+
+    ``sampling=False`` drops temperature and top_p: Anthropic deprecated them, and models
+    released after Claude Opus 4.6 answer 400 to them, while OpenAI clients often send a
+    temperature by habit. With ``sampling=True`` (older models) they are passed, but never
+    both at once, which the 4.5-generation models also refuse.
+    """
     messages = chat.get("messages")
     if not isinstance(messages, list):
         raise TranslationError("messages must be a list", param="messages")
@@ -100,11 +108,12 @@ def chat_to_messages_request(chat: dict[str, Any], model_id: str) -> dict[str, A
         out["stop_sequences"] = [stop]
     elif isinstance(stop, list) and stop:
         out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
-    temperature = chat.get("temperature")
-    if isinstance(temperature, int | float):
-        out["temperature"] = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows up to 2
-    if isinstance(chat.get("top_p"), int | float):
-        out["top_p"] = chat["top_p"]
+    if sampling:
+        temperature = chat.get("temperature")
+        if isinstance(temperature, int | float):
+            out["temperature"] = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows 2
+        elif isinstance(chat.get("top_p"), int | float):
+            out["top_p"] = chat["top_p"]
     if chat.get("stream"):
         out["stream"] = True
     if isinstance(chat.get("user"), str):
