@@ -152,7 +152,9 @@ class Simulator:
         watcher = asyncio.ensure_future(client.watch(receive))
         try:
             await self._send_chunks(send, client, chunks)
-        except (OSError, asyncio.CancelledError):  # a failed send, or the server shutting down
+        except OSError:  # a server that reports the disconnect by failing the send
+            client.gone = True
+        except asyncio.CancelledError:  # the server is shutting down mid-stream
             client.gone = True
             raise
         finally:
