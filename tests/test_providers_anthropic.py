@@ -417,6 +417,22 @@ def test_tool_without_parameters_or_description() -> None:
     assert out["tools"] == [{"name": "now", "input_schema": {"type": "object", "properties": {}}}]
 
 
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        (" ", None),
+        ([], None),
+        (["", "  "], None),
+        (["\n\n", ""], None),
+        (["\nEND", " "], ["\nEND"]),
+        ("x", ["x"]),
+    ],
+)
+def test_blank_stop_sequences_are_dropped(stop: Any, expected: list[str] | None) -> None:
+    out = chat_to_messages_request({"messages": [user("Hi")], "stop": stop}, "c")
+    assert out.get("stop_sequences") == expected
+
+
 def test_tool_choice_without_tools_is_dropped() -> None:
     chat = {"model": "m", "messages": [user("Hi")], "tool_choice": "none"}
     assert "tool_choice" not in chat_to_messages_request(chat, "c")
@@ -466,6 +482,11 @@ CHAT_REQUEST_ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "unknown tool_choice",
         {"messages": [user("x")], "tools": [WEATHER_TOOL], "tool_choice": "sometimes"},
         "tool_choice",
+    ),
+    (
+        "tool_choice function not an object",
+        {"messages": [user("x")], "tools": [WEATHER_TOOL], "tool_choice": {"function": "f"}},
+        "tool_choice.function.name",
     ),
     ("zero max_tokens", {"messages": [user("x")], "max_tokens": 0}, "max_tokens"),
     ("string max_tokens", {"messages": [user("x")], "max_completion_tokens": "9"}, "max_comp"),

@@ -446,7 +446,7 @@ def test_fail_mid_stream() -> None:
                 "message": "upstream timed out",
                 "type": "timeout_error",
                 "param": None,
-                "code": "api_error",
+                "code": "timeout_error",
             }
         }
     ]
@@ -660,3 +660,14 @@ def test_comments_and_empty_deltas_produce_nothing() -> None:
     start = translator.feed(openai_sse(_chunk({"role": "assistant", "content": ""})))
     assert [e["type"] for e in anthropic_events(start)] == ["message_start"]
     assert not translator.first_content_sent
+
+
+def test_unexpected_shapes_end_the_stream_with_an_error() -> None:
+    raw = anthropic_sse(_message_start("msg_1", 3)) + (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":"x"}\n\n'
+    )
+    assert "unexpected shape" in chat_chunks(run(to_chat(), [raw]))[-1]["error"]["message"]
+    raw = openai_sse(_chunk({"content": "hi"}), {"choices": ["x"]})
+    last = anthropic_events(run(to_messages(), [raw]))[-1]
+    assert last["type"] == "error"
+    assert "unexpected shape" in last["error"]["message"]

@@ -51,9 +51,7 @@ _TOOL_CHOICES: dict[str, dict[str, Any]] = {
 }
 
 
-def chat_to_messages_request(
-    chat: dict[str, Any], model_id: str, *, sampling: bool = True
-) -> dict[str, Any]:
+def chat_to_messages_request(chat: dict[str, Any], model_id: str, *, sampling: bool = True) -> dict[str, Any]:
     """An OpenAI Chat Completions request -> an Anthropic Messages request for ``model_id``.
 
     ``sampling=False`` drops temperature and top_p: Anthropic deprecated them, and models
@@ -104,10 +102,13 @@ def chat_to_messages_request(
     if system:
         out["system"] = "\n\n".join(system)
     stop = chat.get("stop")
-    if isinstance(stop, str):
+    if isinstance(stop, str) and stop.strip():
         out["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        out["stop_sequences"] = [s for s in stop if isinstance(s, str)]
+    elif isinstance(stop, list):
+        # Anthropic refuses blank stop sequences; OpenAI ignores them.
+        sequences = [s for s in stop if isinstance(s, str) and s.strip()]
+        if sequences:
+            out["stop_sequences"] = sequences
     if sampling:
         temperature = chat.get("temperature")
         if isinstance(temperature, int | float):
@@ -299,9 +300,7 @@ def _add_tools(chat: dict[str, Any], out: dict[str, Any]) -> None:
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise TranslationError(
-                f"tools[{i}]: only function tools are supported", param=f"tools[{i}]"
-            )
+            raise TranslationError(f"tools[{i}]: only function tools are supported", param=f"tools[{i}]")
         entry: dict[str, Any] = {"name": function.get("name", "")}
         if function.get("description"):
             entry["description"] = function["description"]
@@ -316,7 +315,8 @@ def _add_tools(chat: dict[str, Any], out: dict[str, Any]) -> None:
             raise TranslationError(f"tool_choice {choice!r} is not supported", param="tool_choice")
         tool_choice = dict(_TOOL_CHOICES[choice])
     elif isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
             raise TranslationError("tool_choice.function.name is required", param="tool_choice")
         tool_choice = {"type": "tool", "name": name}

@@ -50,11 +50,7 @@ def chat_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage -> OpenAI usage. Anthropic counts cached input apart; OpenAI does not."""
     usage = usage or {}
     cache_read = _int(usage.get("cache_read_input_tokens"))
-    prompt = (
-        _int(usage.get("input_tokens"))
-        + _int(usage.get("cache_creation_input_tokens"))
-        + cache_read
-    )
+    prompt = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + cache_read
     completion = _int(usage.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
@@ -110,9 +106,7 @@ def text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return str(content)
 

@@ -56,10 +56,6 @@ def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
 
 
-def openai_error_type(status: int) -> str:
-    return _OPENAI_TYPES[anthropic_error_type(status)]
-
-
 def openai_error_from_anthropic(status: int, body: bytes) -> dict[str, Any]:
     """An Anthropic error response (status, raw body) -> the OpenAI error envelope."""
     parsed = _loads(body)

@@ -42,9 +42,9 @@ def messages_to_chat_request(
         where = f"messages[{i}]"
         role = message.get("role") if isinstance(message, dict) else None
         if role == "user":
-            out_messages.extend(_user_messages(message["content"], where))
+            out_messages.extend(_user_messages(message.get("content"), where))
         elif role == "assistant":
-            assistant = _assistant_message(message["content"], where)
+            assistant = _assistant_message(message.get("content"), where)
             if assistant is not None:
                 out_messages.append(assistant)
         else:
@@ -130,9 +130,7 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
                 }
             )
         else:
-            raise TranslationError(
-                f"{here}: block type {kind!r} is not supported by this model", param=here
-            )
+            raise TranslationError(f"{here}: block type {kind!r} is not supported by this model", param=here)
     if not parts:
         return tool_messages
     if len(parts) == 1 and parts[0]["type"] == "text":
@@ -208,8 +206,6 @@ def _add_tools(msg: dict[str, Any], out: dict[str, Any]) -> None:
         elif kind in _TOOL_CHOICES:
             out["tool_choice"] = _TOOL_CHOICES[kind]
         else:
-            raise TranslationError(
-                f"tool_choice type {kind!r} is not supported", param="tool_choice"
-            )
+            raise TranslationError(f"tool_choice type {kind!r} is not supported", param="tool_choice")
         if choice.get("disable_parallel_tool_use") is True:
             out["parallel_tool_calls"] = False

@@ -29,9 +29,9 @@ from gateway.providers.anthropic_common import (
 )
 from gateway.providers.anthropic_errors import (
     anthropic_error_body,
+    anthropic_error_type,
     anthropic_stream_error,
     openai_error_envelope,
-    openai_error_type,
     openai_stream_error,
 )
 from gateway.sse import ServerSentEvent, SSEDecoder, encode_event
@@ -41,57 +41,86 @@ __all__ = ["ChatToMessagesStream", "MessagesToChatStream"]
 _DONE = b"data: [DONE]\n\n"
 _TRUNCATED = "upstream stream ended before the response was complete"
 _BAD_EVENT = "upstream sent an event that is not valid JSON"
+_BAD_SHAPE = "upstream sent an event of an unexpected shape"
 
 
-class MessagesToChatStream:
-    """Anthropic SSE (from the upstream) -> OpenAI ``chat.completion.chunk`` SSE."""
+class _StreamTranslator:
+    """The parts both directions share: decoding, the end-of-stream rules, robustness."""
 
     usage: dict[str, int] | None
     first_content_sent: bool
 
-    def __init__(self, model: str, include_usage: bool, *, created: int | None = None) -> None:
+    def __init__(self) -> None:
         self.usage = None
         self.first_content_sent = False
-        self._model = model
-        self._include_usage = include_usage
-        self._created = int(time.time()) if created is None else created
         self._decoder = SSEDecoder()
-        self._id = completion_id(None)
-        self._raw_usage: dict[str, Any] = {}
-        self._tool_calls: dict[int, int] = {}  # Anthropic block index -> tool_calls index
-        self._finish_sent = False
         self._done = False
 
     def feed(self, chunk: bytes) -> bytes:
+        """Consume one upstream chunk; return the bytes to send to the client now."""
         if self._done:
             return b""
         return self._handle_all(self._decoder.feed(chunk))
 
     def close(self) -> bytes:
+        """The upstream body ended: finish the client stream, with an error if truncated."""
         if self._done:
             return b""
         out = self._handle_all(self._decoder.flush())
         if self._done:
             return out
-        if self._finish_sent:  # only message_stop was lost; the answer itself is whole
+        if self._answer_complete():  # only the last event was lost; the answer is whole
             return out + self._end()
         return out + self.fail(_TRUNCATED)
 
     def fail(self, message: str, status: int = 502) -> bytes:
-        """End the stream with a final error chunk and ``[DONE]``."""
-        if self._done:
-            return b""
-        envelope = openai_error_envelope("api_error", message)
-        envelope["error"]["type"] = openai_error_type(status)
-        return self._error(envelope)
+        """End the client stream with an error event (``status`` picks the error type)."""
+        raise NotImplementedError
+
+    def _handle(self, event: ServerSentEvent) -> bytes:
+        raise NotImplementedError
+
+    def _answer_complete(self) -> bool:
+        raise NotImplementedError
+
+    def _end(self) -> bytes:
+        raise NotImplementedError
 
     def _handle_all(self, events: list[ServerSentEvent]) -> bytes:
         out = bytearray()
         for event in events:
-            out += self._handle(event)
+            try:
+                out += self._handle(event)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                # Valid JSON of an unexpected shape (a list where an object belongs...): the
+                # client gets a clean error event rather than a connection cut mid-stream.
+                out += self.fail(_BAD_SHAPE)
             if self._done:
                 break
         return bytes(out)
+
+
+class MessagesToChatStream(_StreamTranslator):
+    """Anthropic SSE (from the upstream) -> OpenAI ``chat.completion.chunk`` SSE."""
+
+    def __init__(self, model: str, include_usage: bool, *, created: int | None = None) -> None:
+        super().__init__()
+        self._model = model
+        self._include_usage = include_usage
+        self._created = int(time.time()) if created is None else created
+        self._id = completion_id(None)
+        self._raw_usage: dict[str, Any] = {}
+        self._tool_calls: dict[int, int] = {}  # Anthropic block index -> tool_calls index
+        self._finish_sent = False
+
+    def fail(self, message: str, status: int = 502) -> bytes:
+        """End the stream with a final ``{"error": ...}`` chunk and ``[DONE]``."""
+        if self._done:
+            return b""
+        return self._error(openai_error_envelope(anthropic_error_type(status), message))
+
+    def _answer_complete(self) -> bool:
+        return self._finish_sent
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         try:
@@ -203,17 +232,12 @@ class MessagesToChatStream:
         return body
 
 
-class ChatToMessagesStream:
+class ChatToMessagesStream(_StreamTranslator):
     """OpenAI chunk SSE (from an OpenAI-compatible upstream) -> Anthropic SSE events."""
 
-    usage: dict[str, int] | None
-    first_content_sent: bool
-
     def __init__(self, model: str) -> None:
-        self.usage = None
-        self.first_content_sent = False
+        super().__init__()
         self._model = model
-        self._decoder = SSEDecoder()
         self._started = False
         self._open: int | None = None  # Anthropic index of the block being streamed
         self._open_is_text = False
@@ -221,22 +245,6 @@ class ChatToMessagesStream:
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
         self._finish: str | None = None
         self._raw_usage: dict[str, Any] | None = None
-        self._done = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._done:
-            return b""
-        return self._handle_all(self._decoder.feed(chunk))
-
-    def close(self) -> bytes:
-        if self._done:
-            return b""
-        out = self._handle_all(self._decoder.flush())
-        if self._done:
-            return out
-        if self._finish is not None:  # only [DONE] was lost; the answer itself is whole
-            return out + self._end()
-        return out + self.fail(_TRUNCATED)
 
     def fail(self, message: str, status: int = 502) -> bytes:
         """End the stream with an Anthropic ``error`` event."""
@@ -244,13 +252,8 @@ class ChatToMessagesStream:
             return b""
         return self._error(anthropic_error_body(status, message))
 
-    def _handle_all(self, events: list[ServerSentEvent]) -> bytes:
-        out = bytearray()
-        for event in events:
-            out += self._handle(event)
-            if self._done:
-                break
-        return bytes(out)
+    def _answer_complete(self) -> bool:
+        return self._finish is not None
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         if event.data.strip() == "[DONE]":
@@ -347,8 +350,7 @@ class ChatToMessagesStream:
         self._raw_usage = usage
         converted = messages_usage(usage)
         self.usage = {
-            "prompt_tokens": converted["input_tokens"]
-            + converted.get("cache_read_input_tokens", 0),
+            "prompt_tokens": converted["input_tokens"] + converted.get("cache_read_input_tokens", 0),
             "completion_tokens": converted["output_tokens"],
         }
 
@@ -361,9 +363,7 @@ class ChatToMessagesStream:
             "usage": messages_usage(self._raw_usage),
         }
         self._done = True
-        return (
-            out + _event("message_delta", body) + _event("message_stop", {"type": "message_stop"})
-        )
+        return out + _event("message_delta", body) + _event("message_stop", {"type": "message_stop"})
 
     def _error(self, body: dict[str, Any]) -> bytes:
         self._done = True
