@@ -28,7 +28,7 @@ def connect(cache: SessionCacheConfig) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=cache.pool_size, timeout=cache.socket_timeout_ms / 1000, **options
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
 def _sentinel(cache: SessionCacheConfig, url: str, options: dict[str, Any]) -> Redis:

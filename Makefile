@@ -1,0 +1,37 @@
+# Every target sets itself up: a fresh clone needs only python3 (3.11+) and redis-server.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo serve simulate loadtest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests loadtest examples
+	$(BIN)/mypy gateway
+
+test: $(STAMP)
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: install it with 'apt-get install redis-server'"; exit 1; }
+	$(BIN)/ruff check gateway tests
+	$(BIN)/mypy gateway
+	$(BIN)/pytest
+
+serve: $(STAMP)
+	$(BIN)/affinity-gateway serve --config config.yaml
+
+simulate: $(STAMP)
+	$(BIN)/affinity-gateway simulate --port 8000
+
+demo: $(STAMP)
+	$(BIN)/affinity-gateway demo
+
+clean:
+	rm -rf $(VENV) loadtest/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,154 @@
+"""Real parts for tests: uvicorn servers in threads, a private redis-server, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Config, parse_config
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
+    """Poll until `condition()` is truthy; fail at the deadline (never sleep-and-hope)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(message or "condition not met before the deadline")
+        time.sleep(0.005)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThreadServer:
+    """An ASGI app under a real uvicorn server on loopback, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        # Bound here and handed to uvicorn, so no other server can take the port in between.
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
+        self.app = app
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
+            log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        wait_for(lambda: self.server.started, message=f"server on {self.port} did not start")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.socket.close()
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[ThreadServer]:
+    server = ThreadServer(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def gateway(config: Config | dict[str, Any]) -> Iterator[ThreadServer]:
+    """A gateway replica built from a Config or a raw config mapping."""
+    if isinstance(config, dict):
+        config = parse_config(config, environ={})
+    with serve(create_app(config)) as server:
+        yield server
+
+
+class RedisServer:
+    """A private redis-server on a free port (never the machine's shared one), killable."""
+
+    def __init__(self, port: int | None = None, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed; install it with `apt-get install redis-server`"
+            )
+        self.binary = binary
+        self.port = port or free_port()
+        self.extra = extra
+        self.dir = tempfile.mkdtemp(prefix="agw-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.ping, message=f"redis-server on {self.port} did not start")
+        return self
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(self.command("PING"))
+        except (OSError, redis.RedisError):
+            return False
+
+    def command(self, *args: str) -> Any:
+        """A synchronous command through redis-py (tests inspect the server directly)."""
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def fixture_path(name: str) -> Path:
+    return Path(__file__).parent / "fixtures" / name
