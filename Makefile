@@ -33,5 +33,11 @@ simulate: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/affinity-gateway demo
 
+loadtest: $(STAMP)
+	$(BIN)/python loadtest/run_loadtest.py
+
+bench: $(STAMP)
+	$(BIN)/python loadtest/bench.py
+
 clean:
 	rm -rf $(VENV) loadtest/results .pytest_cache .mypy_cache .ruff_cache
