@@ -81,8 +81,10 @@ class Rendered:
         return container
 
 
-def render(chart: helm.Chart, values: dict[str, Any]) -> Rendered:
-    manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+def render(
+    chart: helm.Chart, values: dict[str, Any], release: str = RELEASE, namespace: str = NAMESPACE
+) -> Rendered:
+    manifests = chart.render(values=values, name=release, namespace=namespace, is_install=True)
     objects, counts, notes = [], {}, ""
     for template, text in manifests.items():
         if template.endswith("NOTES.txt"):
