@@ -10,8 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from gateway.config import ModelProvider
 from gateway.providers import openai
+from gateway.providers.anthropic import (
+    chat_to_messages_request,
+    chat_to_messages_response,
+    messages_to_chat_request,
+    messages_to_chat_response,
+)
+from gateway.providers.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
 
 ClientApi = Literal["openai", "anthropic"]
 
@@ -34,8 +43,34 @@ class Exchange:
     stream: Callable[[str, bool], StreamTranslator]  # (model, include_usage)
 
 
+ANTHROPIC_VERSION = "2023-06-01"
+
+
 def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
     return openai.UsageScanner()
+
+
+def anthropic_headers(provider: ModelProvider) -> dict[str, str]:
+    headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+    if provider.access_key:
+        headers["x-api-key"] = provider.access_key
+    return headers
+
+
+def _chat_to_messages(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+    return orjson.dumps(chat_to_messages_request(payload, model_id))
+
+
+def _messages_to_chat(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+    return orjson.dumps(messages_to_chat_request(payload, model_id))
+
+
+def _messages_response_to_chat(body: bytes, model: str) -> bytes:
+    return orjson.dumps(messages_to_chat_response(orjson.loads(body), model))
+
+
+def _chat_response_to_messages(body: bytes, model: str) -> bytes:
+    return orjson.dumps(chat_to_messages_response(orjson.loads(body), model))
 
 
 EXCHANGES: dict[tuple[ClientApi, str], Exchange] = {
@@ -45,6 +80,27 @@ EXCHANGES: dict[tuple[ClientApi, str], Exchange] = {
         request_body=openai.chat_request_body,
         response_body=None,
         stream=_passthrough_stream,
+    ),
+    ("anthropic", "anthropic"): Exchange(
+        path="/messages",
+        headers=anthropic_headers,
+        request_body=openai.chat_request_body,  # same rule: swap the model id, else forward bytes
+        response_body=None,
+        stream=_passthrough_stream,
+    ),
+    ("openai", "anthropic"): Exchange(
+        path="/messages",
+        headers=anthropic_headers,
+        request_body=_chat_to_messages,
+        response_body=_messages_response_to_chat,
+        stream=MessagesToChatStream,
+    ),
+    ("anthropic", "openai"): Exchange(
+        path="/chat/completions",
+        headers=openai.request_headers,
+        request_body=_messages_to_chat,
+        response_body=_chat_response_to_messages,
+        stream=lambda model, include_usage: ChatToMessagesStream(model),
     ),
 }
 

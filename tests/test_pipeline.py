@@ -1,0 +1,160 @@
+"""Request errors, streaming and disconnects through a real gateway replica."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.simulator import SimulatorSettings, create_simulator_app
+from gateway.types import Receive, Scope, Send
+from tests.configs import three_models
+from tests.support import ThreadServer, gateway, serve, wait_for
+
+GOOD = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def replica(simulator: ThreadServer) -> Any:
+    config = three_models(simulator.url)
+    config["limits"] = {"max_body_bytes": 4096}
+    with gateway(config) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[1, 2]", 400, "invalid_json"),
+        (b'{"model": "fast"}', 400, "missing_required_parameter"),
+        (b'{"model": "fast", "messages": "hi"}', 400, "invalid_type"),
+        (b'{"model": "fast", "messages": []}', 400, "invalid_type"),
+        (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', 400, "invalid_type"),
+        (b'{"model": "fast", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+         400, "invalid_type"),
+        (b'{"model": "fast", "messages": [{"role": "wizard", "content": "x"}]}', 400, "invalid_value"),
+        (b'{"model": "gpt-99", "messages": [{"role": "user", "content": "x"}]}', 404, "model_not_found"),
+        (b'{"model": "fast", "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
+         413, "body_too_large"),
+    ],
+)
+def test_bad_requests_get_their_status_and_envelope(
+    replica: ThreadServer, body: bytes, status: int, code: str
+) -> None:
+    response = httpx.post(f"{replica.url}/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert set(error) == {"message", "type", "param", "code"}
+    assert response.headers["x-request-id"]
+    # and nothing is lost: the next good request works
+    assert httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def test_wrong_method_and_unknown_path(replica: ThreadServer) -> None:
+    response = httpx.get(f"{replica.url}/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    response = httpx.post(f"{replica.url}/v2/nothing", json=GOOD)
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_upstream_errors_map_to_gateway_statuses() -> None:
+    for fail_status, expected in ((500, 502), (503, 503), (400, 400), (401, 502)):
+        upstream = create_simulator_app(SimulatorSettings(fail_rate=1.0, fail_status=fail_status))
+        with serve(upstream) as sim, gateway(three_models(sim.url)) as server:
+            response = httpx.post(f"{server.url}/v1/chat/completions", json=GOOD)
+            assert response.status_code == expected, fail_status
+            assert f"returned {fail_status}" in response.json()["error"]["message"]
+            assert "sk-provider-secret" not in response.text
+
+
+def test_unreachable_upstream_is_503_and_the_gateway_stays_up() -> None:
+    with serve(create_simulator_app(SimulatorSettings())) as sim:
+        dead = sim.url
+    with gateway(three_models(dead)) as server:
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=GOOD)
+        assert response.status_code == 503
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+class PausingUpstream:
+    """Streams one chunk, then waits for the test's go-ahead before the rest."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.closed = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await receive()
+                await send({"type": "lifespan.startup.complete"})
+                await receive()
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        chunk = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",' \
+                b'"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n'
+        await send({"type": "http.response.body", "body": chunk % b"first", "more_body": True})
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": chunk % b"last", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def test_stream_chunks_arrive_before_the_upstream_finishes() -> None:
+    upstream = PausingUpstream()
+    with serve(upstream) as up, gateway(three_models(up.url)) as server:
+        sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        with sdk, sdk.chat.completions.create(model="fast", messages=GOOD["messages"], stream=True) as stream:
+            chunks = iter(stream)
+            first = next(chunks)
+            assert first.choices[0].delta.content == "first"
+            assert not upstream.release.is_set()  # the upstream has not sent the last chunk yet
+            upstream.release.set()
+            rest = [c.choices[0].delta.content for c in chunks]
+        assert rest == ["last"]
+
+
+def test_client_disconnect_closes_the_upstream_stream() -> None:
+    slow = create_simulator_app(SimulatorSettings(tokens_per_s=20, answer_tokens=200))
+    with serve(slow) as sim, gateway(three_models(sim.url)) as server:
+        body = {**GOOD, "stream": True}
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            next(response.iter_bytes())
+        def stats() -> dict[str, int]:
+            return dict(httpx.get(f"{sim.url}/_simulator/stats").json())
+        started = time.monotonic()
+        wait_for(lambda: stats()["cancelled_streams"] == 1, timeout=5,
+                 message=f"upstream stream still open: {stats()}")
+        assert stats()["completed_streams"] == 0
+        assert time.monotonic() - started < 5
+
+
+def test_routing_decision_endpoint_shares_pins(replica: ThreadServer) -> None:
+    url = f"{replica.url}/routing/v1/chat/completions"
+    body = {"messages": [{"role": "user", "content": "write a function that parses CSV code"}]}
+    first = httpx.post(url, json=body, headers={"X-Model-Affinity": "decide-1"}).json()
+    assert first["models"][0] == "vllm/coder" and first["route"] == "code_generation"
+    assert first["pinned"] is False and first["session_id"] == "decide-1"
+    body = {"messages": [{"role": "user", "content": "explain this with detailed multi-step analysis"}]}
+    second = httpx.post(url, json=body, headers={"X-Model-Affinity": "decide-1"}).json()
+    assert second["models"] == ["vllm/coder"] and second["pinned"] is True
+    unpinned = httpx.post(url, json=body).json()
+    assert unpinned["models"] == ["openai/gpt-4o"] and unpinned["pinned"] is False
+    served = httpx.post(f"{replica.url}/v1/chat/completions", json=body,
+                        headers={"X-Model-Affinity": "decide-1"})
+    assert served.headers["x-gateway-model"] == "vllm/coder"
