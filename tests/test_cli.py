@@ -1,0 +1,46 @@
+"""The command line: check-config output and errors, serve refusing bad set-ups."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_config import AFFINITY_DEMO
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "REDIS_URL"}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+                          env={**environ, **(env or {})}, timeout=60)
+
+
+def test_check_config_prints_resolved_config_with_keys_masked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(AFFINITY_DEMO)
+    keys = {"OPENAI_API_KEY": "sk-live-abcdef123456", "ANTHROPIC_API_KEY": "sk-ant-zyxw987654"}
+    result = run("check-config", str(path), env=keys)
+    assert result.returncode == 0, result.stderr
+    assert "model: anthropic/claude-sonnet-4-20250514" in result.stdout
+    assert "warning: tracing" in result.stderr
+    for key in keys.values():
+        assert key not in result.stdout + result.stderr
+
+
+def test_check_config_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(AFFINITY_DEMO)
+    result = run("check-config", str(path), env={"ANTHROPIC_API_KEY": "a"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "config error: model_providers[0].access_key: environment variable OPENAI_API_KEY is not set")
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_workers_with_the_memory_store(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("model_providers: [{model: vllm/m}]\n")
+    result = run("serve", "--config", str(path), "--workers", "2")
+    assert result.returncode == 1
+    assert "needs the redis store" in result.stderr and "Traceback" not in result.stderr

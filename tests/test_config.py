@@ -1,0 +1,200 @@
+"""The config loader: Plano's forms, interpolation, and one clear message per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import ConfigError, load_config, parse_config, render_config
+
+ENV = {"OPENAI_API_KEY": "sk-openai-1234567890", "ANTHROPIC_API_KEY": "sk-ant-0987654321"}
+PLANO_DIR = Path(__file__).resolve().parents[2] / "shared" / "plano-configs"
+
+# Modelled on Plano's model-affinity demo (v0.3.0, inline preferences, a tracing block).
+AFFINITY_DEMO = """
+version: v0.3.0
+listeners:
+  - type: model
+    name: model_listener
+    port: 12000
+model_providers:
+  - model: openai/gpt-4o-mini
+    access_key: $OPENAI_API_KEY
+    default: true
+  - model: openai/gpt-4o
+    access_key: $OPENAI_API_KEY
+    routing_preferences:
+      - name: complex_reasoning
+        description: complex reasoning tasks, multi-step analysis, or detailed explanations
+  - model: anthropic/claude-sonnet-4-20250514
+    access_key: ${ANTHROPIC_API_KEY}
+    routing_preferences:
+      - name: code_generation
+        description: generating new code, writing functions, or creating boilerplate
+tracing:
+  random_sampling: 100
+"""
+
+
+def load(text: str, env: dict[str, str] | None = None) -> Any:
+    return parse_config(yaml.safe_load(text), ENV if env is None else env)
+
+
+def test_plano_affinity_demo_loads() -> None:
+    config = load(AFFINITY_DEMO)
+    assert config.server.port == 12000
+    assert config.default_model == "openai/gpt-4o-mini"
+    assert [(p.name, p.models) for p in config.preferences] == [
+        ("complex_reasoning", ("openai/gpt-4o",)),
+        ("code_generation", ("anthropic/claude-sonnet-4-20250514",)),
+    ]
+    claude = config.resolve("claude-sonnet-4-20250514")
+    assert claude is not None and claude.interface == "anthropic"
+    assert claude.access_key == ENV["ANTHROPIC_API_KEY"]
+    assert claude.api_base == "https://api.anthropic.com/v1"
+    assert config.warnings == ("tracing: a Plano feature outside this gateway's scope; ignored",)
+
+
+def test_v040_top_level_preferences_merge_with_inline_ones() -> None:
+    config = load("""
+version: v0.4.0
+model_providers:
+  - {model: openai/gpt-4o, access_key: x, routing_preferences: [{name: code, description: write code}]}
+  - {model: together_ai/openai/gpt-oss-20b, access_key: y}
+  - {model: custom/test-model, base_url: "http://localhost:11223", provider_interface: openai}
+  - {model: vllm/coder, base_url: "http://vllm:8000/v1/"}
+routing_preferences:
+  - {name: code, description: generating code, examples: [write a parser], models: [together_ai/openai/gpt-oss-20b]}
+  - {name: code understanding, description: explain code, models: [custom/test-model, openai/gpt-4o]}
+model_aliases:
+  oss: {target: together_ai/openai/gpt-oss-20b}
+""")
+    code = config.preference("code")
+    assert code.models == ("together_ai/openai/gpt-oss-20b", "openai/gpt-4o")
+    assert code.description == "generating code" and code.examples == ("write a parser",)
+    assert config.preference("code understanding").models == ("custom/test-model", "openai/gpt-4o")
+    oss = config.resolve("oss")
+    assert oss.provider == "together_ai" and oss.model_id == "openai/gpt-oss-20b"
+    assert config.resolve("custom/test-model").api_base == "http://localhost:11223/v1"
+    assert config.resolve("coder").api_base == "http://vllm:8000/v1"
+    assert config.default_model == "openai/gpt-4o"  # no default: the first provider
+
+
+def test_plano_features_outside_scope_warn_once_each() -> None:
+    config = load("""
+version: v0.3.0
+listeners: [{type: model, name: l, port: 10000, max_retries: 3, timeout: 30s}]
+overrides: {llm_routing_model: plano/arch-router, optimize_context_window: true}
+model_providers:
+  - {model: plano/arch-router, base_url: "http://localhost:11434"}
+  - {model: openai/gpt-4o-mini, access_key: k, default: true}
+system_prompt: hi
+prompt_targets: [{name: x}]
+endpoints: {api: {endpoint: "example:443"}}
+routing: {routing_budget: {max_switch_spend_pct: 20}}
+model_metrics_sources: [{type: cost}]
+""")
+    assert config.routing.router.type == "llm" and config.routing.router.model == "plano/arch-router"
+    assert config.upstream.total_timeout_ms == 30_000
+    assert len(config.warnings) == 7
+    assert {w.split(":")[0] for w in config.warnings} == {
+        "listeners[0].max_retries", "overrides.optimize_context_window", "system_prompt",
+        "prompt_targets", "endpoints", "routing.routing_budget", "model_metrics_sources"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model_providers: [{model: openai/gpt-4o, access_key: $NOPE_KEY}]",
+         "model_providers[0].access_key: environment variable NOPE_KEY is not set"),
+        ("model_providers: [{model: openai/gpt-4o, acess_key: x}]",
+         "model_providers[0].acess_key: unknown key (did you mean 'access_key'?)"),
+        ("model_providers: [{model: openai/gpt-4o}]\nroutng: {}",
+         "routng: unknown key (did you mean 'routing'?)"),
+        ("model_providers: [{model: openai/gpt-4o}]\nrouting: {session_ttl_seconds: ten}",
+         "routing.session_ttl_seconds: expected an integer, got 'ten'"),
+        ("model_providers: [{model: openai/gpt-4o}]\nrouting: {session_max_entries: 20000}",
+         "routing.session_max_entries: must be at most 10000 with the memory store, got 20000"),
+        ("model_providers: [{model: openai/gpt-4o}]\nrouting: {session_cache: {url: 'redis://r'},"
+         " session_max_entries: 2000000}",
+         "routing.session_max_entries: must be at most 1000000, got 2000000"),
+        ("model_providers: [{model: openai/gpt-4o}]\n"
+         "routing_preferences: [{name: a, description: b, models: [gpt-5]}]",
+         "routing_preferences[0].models[0]: unknown model 'gpt-5'"),
+        ("model_providers: [{model: gpt-4o}]", "model_providers[0].model: expected provider/model-id"),
+        ("model_providers: [{model: custom/m}]", "model_providers[0].base_url: is required"),
+        ("model_providers: [{model: openai/a, default: true}, {model: openai/b, default: true}]",
+         "model_providers: more than one model has default: true"),
+        ("model_providers: [{model: openai/a}]\nmodel_aliases: {x: {target: b}}",
+         "model_aliases.x.target: unknown model 'b'"),
+        ("model_providers: [{model: openai/a}]\nrouting: {router: {type: llm}}",
+         "routing.router: the llm router needs a model"),
+        ("model_providers: [{model: openai/a}]\nrouting: {on_pinned_failure: retry}",
+         "routing.on_pinned_failure: expected one of error, reroute, got 'retry'"),
+        ("model_providers: [{model: openai/a, default: maybe}]",
+         "model_providers[0].default: expected true or false, got 'maybe'"),
+        ("model_providers: {model: openai/a}", "model_providers: expected a list"),
+        ("version: v9\nmodel_providers: [{model: openai/a}]", "version: expected one of"),
+        ("model_providers: []", "model_providers: at least one model provider is required"),
+    ],
+)
+def test_mistakes_name_the_key_path(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(text)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_interpolation_forms() -> None:
+    config = load(
+        "model_providers: [{model: openai/a, access_key: 'pre-${K}-$K', base_url: '${URL:-http://x:1}'}]\n"
+        "routing: {session_cache: {url: '${REDIS_URL:-}'}}",
+        {"K": "v"},
+    )
+    provider = config.providers[0]
+    assert provider.access_key == "pre-v-v" and provider.api_base == "http://x:1/v1"
+    assert config.routing.session_cache.type == "memory"
+
+
+def test_render_masks_every_secret() -> None:
+    config = load(AFFINITY_DEMO + "auth: {keys: [{key: gw-secret-key, tenant: a}], admin_keys: [adm-secret]}\n"
+                  "routing: {session_cache: {url: 'redis://:redis-pass@r:6379/0'}}\n")
+    text = render_config(config)
+    for secret in (*ENV.values(), "gw-secret-key", "adm-secret", "redis-pass"):
+        assert secret not in text
+    assert "redis://:***@r:6379/0" in text
+    assert yaml.safe_load(text)["routing"]["session_cache"]["type"] == "redis"
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model_providers: [\n  - {model: a\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_root_config_yaml_loads() -> None:
+    config = load_config(Path(__file__).parents[1] / "config.yaml", environ=ENV)
+    assert [p.model for p in config.providers] == [
+        "openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-sonnet-4-20250514"]
+    assert config.routing.session_cache.type == "memory"
+    redis = load_config(Path(__file__).parents[1] / "config.yaml",
+                        environ={**ENV, "REDIS_URL": "redis://r:6379/0"})
+    assert redis.routing.session_cache.type == "redis"
+
+
+@pytest.mark.parametrize("path", sorted(PLANO_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_plano_repository_configs_load(path: Path) -> None:
+    env = {name: "dummy" for name in (
+        "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "GROQ_API_KEY",
+        "GEMINI_API_KEY", "GROK_API_KEY", "TOGETHER_API_KEY")}
+    config = load_config(path, environ=env)
+    assert config.providers
+
+
+def test_plano_repository_configs_are_present() -> None:
+    assert len(list(PLANO_DIR.glob("*.yaml"))) >= 9, f"expected Plano's configs in {PLANO_DIR}"
