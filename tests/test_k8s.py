@@ -112,6 +112,8 @@ def test_kustomize_output_validates(manifests: list[dict[str, Any]]) -> None:
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
             "StatefulSet",
+            "NetworkPolicy",
+            "NetworkPolicy",
         ]
     )
     assert schema_problems(manifests) == []
