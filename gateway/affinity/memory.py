@@ -51,6 +51,12 @@ class MemoryStore:
             return Pinned(existing, created=False)
         return Pinned(pin, created=True, evicted=self.store(key, pin))
 
+    def replace(self, key: str, old: Pin, new: Pin) -> Pinned:
+        current = self.lookup(key)
+        if current is not None and current != old:
+            return Pinned(current, created=False)
+        return Pinned(new, created=True, evicted=self.store(key, new))
+
     def store(self, key: str, pin: Pin) -> int:
         """Set unconditionally (newest expiry); returns how many pins the cap evicted."""
         now = self.clock()
@@ -62,6 +68,15 @@ class MemoryStore:
             self._entries.popitem(last=False)
             evicted += 1
         return evicted
+
+    def drain(self, limit: int) -> list[tuple[str, Pin]]:
+        """Remove and return up to `limit` live pins, closest to expiry first."""
+        self._drop_expired(self.clock())
+        taken: list[tuple[str, Pin]] = []
+        while self._entries and len(taken) < limit:
+            key, (pin, _) = self._entries.popitem(last=False)
+            taken.append((key, pin))
+        return taken
 
     def remove(self, key: str) -> bool:
         return self._entries.pop(key, None) is not None
@@ -82,6 +97,9 @@ class MemoryStore:
 
     async def pin(self, key: str, pin: Pin) -> Pinned:
         return self.put(key, pin)
+
+    async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
+        return self.replace(key, old, new)
 
     async def delete(self, key: str) -> bool:
         return self.remove(key)

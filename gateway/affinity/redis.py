@@ -3,11 +3,19 @@
 Keys: `{prefix}:{b<bucket>}:p:<digest>` for pins and `{prefix}:{b<bucket>}:idx` for a sorted set
 of pin keys scored by expiry time (ms), which is how the cap finds the pin closest to expiry. The
 braces are a Redis Cluster hash tag: a bucket's pins and its index share one slot, so each Lua
-script touches one slot. A single server uses one bucket; a cluster spreads pins over 16.
+script (see `scripts.py`) touches one slot. A single server uses one bucket; a cluster spreads
+pins over 16.
+
+While Redis is unreachable the store answers from a bounded local cache (`degraded`) and a
+circuit breaker keeps requests from paying a timeout each. Pins made or served meanwhile are
+remembered and published (first writer wins) as soon as Redis answers again, so replicas that
+saw a session during the outage agree with each other afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from typing import Any
 
@@ -15,52 +23,23 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from gateway.affinity import scripts
 from gateway.affinity.base import Lookup, Pin, Pinned
 from gateway.affinity.breaker import Backoff, CircuitBreaker
 from gateway.affinity.connection import connect
 from gateway.affinity.memory import MemoryStore
 from gateway.config import RoutingConfig
 
-# KEYS: pin, index. ARGV: value, ttl ms, cap. Returns {created, winner value, evicted}.
-PIN_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl) then
-  return {0, redis.call('GET', KEYS[1]), 0}
-end
-redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-local evicted = 0
-if excess > 0 then
-  local victims = redis.call('ZPOPMIN', KEYS[2], excess)
-  for i = 1, #victims, 2 do
-    redis.call('DEL', victims[i])
-    evicted = evicted + 1
-  end
-end
-return {1, ARGV[1], evicted}
-"""
-
-# KEYS: pin, index. ARGV: ttl ms. A sliding-TTL hit: read, restart the TTL, move it in the index.
-TOUCH_SCRIPT = """
-local value = redis.call('GET', KEYS[1])
-if value then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[1]), KEYS[1])
-end
-return value
-"""
-
 CLUSTER_BUCKETS = 16
+# Backoff between probes of a dead Redis is capped at this many cooldowns, so recovery is
+# noticed within seconds of Redis returning rather than the 30 s a plain cap would allow.
+PROBE_CAP_COOLDOWNS = 4
+FLUSH_BATCH = 64
+UNAVAILABLE = (RedisError, OSError)
 
 
 class RedisStore:
-    """The shared store. While Redis is unreachable it serves from a bounded local cache
-    (`degraded`), and remembers pins made meanwhile so they are published when Redis returns."""
+    """The shared store (see the module docstring for the key layout and fail-open rules)."""
 
     name = "redis"
 
@@ -70,18 +49,18 @@ class RedisStore:
         self.refresh = routing.session_ttl_refresh
         self.prefix = cache.key_prefix
         self.buckets = CLUSTER_BUCKETS if cache.cluster else 1
-        self.cap_per_bucket = math.ceil(routing.session_max_entries / self.buckets)
+        self.cap_per_bucket = max(1, math.ceil(routing.session_max_entries / self.buckets))
         self._cache_config = cache
         self._client = client
         self.local = MemoryStore(
             routing.session_ttl_seconds, cache.local_cache_entries, routing.session_ttl_refresh
         )
-        self._unsynced: MemoryStore = MemoryStore(
-            routing.session_ttl_seconds, cache.local_cache_entries
-        )
-        self.breaker = CircuitBreaker(Backoff(cache.breaker_cooldown_ms / 1000))
-        self._pin_script: AsyncScript | None = None
-        self._touch_script: AsyncScript | None = None
+        # Pins made or served while Redis was down, to publish when it is back.
+        self._unsynced = MemoryStore(routing.session_ttl_seconds, cache.local_cache_entries)
+        cooldown = cache.breaker_cooldown_ms / 1000
+        self.breaker = CircuitBreaker(Backoff(cooldown, cooldown * PROBE_CAP_COOLDOWNS))
+        self._scripts: dict[str, AsyncScript] = {}
+        self._flush: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> Redis:
@@ -92,17 +71,21 @@ class RedisStore:
     async def open(self) -> None:
         if self._client is None:
             self._client = connect(self._cache_config)
-        self._pin_script = self.client.register_script(PIN_SCRIPT)
-        self._touch_script = self.client.register_script(TOUCH_SCRIPT)
+        for name in ("PIN", "REPIN", "TOUCH", "DELETE", "COUNT"):
+            self._scripts[name] = self.client.register_script(getattr(scripts, name))
 
     async def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush
         if self._client is not None:
             await self._client.aclose()
 
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (RedisError, OSError):
+        except UNAVAILABLE:
             return False
 
     def keys(self, key: str) -> tuple[str, str]:
@@ -110,28 +93,37 @@ class RedisStore:
         tag = f"{self.prefix}:{{b{bucket}}}"
         return f"{tag}:p:{key}", f"{tag}:idx"
 
+    @property
+    def pending(self) -> int:
+        """Pins made or served during an outage that are not yet published."""
+        return len(self._unsynced)
+
     async def get(self, key: str) -> Lookup:
         if not self.breaker.allow():
-            return Lookup(self.local.lookup(key), degraded=True)
-        pin_key, index_key = self.keys(key)
+            return self._get_locally(key)
         try:
             if self.refresh:
-                assert self._touch_script is not None
-                raw = await self._touch_script(keys=[pin_key, index_key], args=[self.ttl_ms])
+                raw = await self._scripts["TOUCH"](keys=self.keys(key), args=[self.ttl_ms])
             else:
-                raw = await self.client.get(pin_key)
-        except (RedisError, OSError):
+                raw = await self.client.get(self.keys(key)[0])
+        except UNAVAILABLE:
             self.breaker.failure()
-            return Lookup(self.local.lookup(key), degraded=True)
-        self.breaker.success()
+            return self._get_locally(key)
+        self._succeeded()
         if raw is None:
             return await self._republish(key)
         pin = Pin.decode(raw)
         self.local.store(key, pin)
         return Lookup(pin)
 
+    def _get_locally(self, key: str) -> Lookup:
+        pin = self.local.lookup(key)
+        if pin is not None:
+            self._unsynced.store(key, pin)
+        return Lookup(pin, degraded=True)
+
     async def _republish(self, key: str) -> Lookup:
-        """A pin made locally while Redis was down goes to Redis now, so replicas agree again."""
+        """A pin made locally while Redis was down, not yet flushed, goes to Redis now."""
         pending = self._unsynced.lookup(key)
         if pending is None:
             return Lookup(None)
@@ -141,48 +133,95 @@ class RedisStore:
     async def pin(self, key: str, pin: Pin) -> Pinned:
         if not self.breaker.allow():
             return self._pin_locally(key, pin)
-        pin_key, index_key = self.keys(key)
         try:
-            assert self._pin_script is not None
-            created, raw, evicted = await self._pin_script(
-                keys=[pin_key, index_key], args=[pin.encode(), self.ttl_ms, self.cap_per_bucket]
-            )
-        except (RedisError, OSError):
+            result = await self._publish(key, pin)
+        except UNAVAILABLE:
             self.breaker.failure()
             return self._pin_locally(key, pin)
-        self.breaker.success()
+        self._succeeded()
+        return result
+
+    async def _publish(self, key: str, pin: Pin) -> Pinned:
+        created, raw, evicted = await self._scripts["PIN"](
+            keys=self.keys(key), args=[pin.encode(), self.ttl_ms, self.cap_per_bucket]
+        )
         winner = Pin.decode(raw)
         self.local.store(key, winner)
         return Pinned(winner, created=bool(created), evicted=int(evicted))
 
     def _pin_locally(self, key: str, pin: Pin) -> Pinned:
         result = self.local.put(key, pin)
-        if result.created:
-            self._unsynced.store(key, pin)
+        self._unsynced.store(key, result.pin)
+        return Pinned(result.pin, result.created, result.evicted, degraded=True)
+
+    async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
+        if not self.breaker.allow():
+            return self._repin_locally(key, old, new)
+        try:
+            replaced, raw, evicted = await self._scripts["REPIN"](
+                keys=self.keys(key),
+                args=[old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket],
+            )
+        except UNAVAILABLE:
+            self.breaker.failure()
+            return self._repin_locally(key, old, new)
+        self._succeeded()
+        current = Pin.decode(raw)
+        self.local.store(key, current)
+        return Pinned(current, created=bool(replaced), evicted=int(evicted))
+
+    def _repin_locally(self, key: str, old: Pin, new: Pin) -> Pinned:
+        result = self.local.replace(key, old, new)
+        self._unsynced.store(key, result.pin)
         return Pinned(result.pin, result.created, result.evicted, degraded=True)
 
     async def delete(self, key: str) -> bool:
-        self.local.remove(key)
+        """Fails open like the rest: with Redis down only the local copy goes."""
+        removed = self.local.remove(key)
         self._unsynced.remove(key)
-        pin_key, index_key = self.keys(key)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(pin_key)
-            pipe.zrem(index_key, pin_key)
-            deleted, _ = await pipe.execute()
+        if not self.breaker.allow():
+            return removed
+        try:
+            deleted = await self._scripts["DELETE"](keys=self.keys(key))
+        except UNAVAILABLE:
+            self.breaker.failure()
+            return removed
+        self._succeeded()
         return bool(deleted)
 
     async def count(self) -> int:
-        """Live pins across buckets (index entries not yet expired); sampled, not per request."""
+        """Live pins across buckets; sampled for the gauge, never on the request path."""
         total = 0
         for bucket in range(self.buckets):
             index_key = f"{self.prefix}:{{b{bucket}}}:idx"
-            now_ms = await self._now_ms()
-            total += int(await self.client.zcount(index_key, now_ms, "+inf"))
+            total += int(await self._scripts["COUNT"](keys=[index_key]))
         return total
 
-    async def _now_ms(self) -> int:
-        seconds, micros = await self.client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+    def _succeeded(self) -> None:
+        if self.breaker.success() and self._flush is None:
+            self._flush = asyncio.ensure_future(self._publish_unsynced())
+
+    async def _publish_unsynced(self) -> None:
+        """After an outage: publish what this replica pinned or served meanwhile (first writer
+        wins, so a pin another replica published first is adopted here instead)."""
+        try:
+            while batch := self._unsynced.drain(FLUSH_BATCH):
+                results = await asyncio.gather(
+                    *(self._publish(key, pin) for key, pin in batch), return_exceptions=True
+                )
+                failed = [entry for entry, result in zip(batch, results, strict=True)
+                          if isinstance(result, BaseException)]
+                for key, pin in failed:
+                    self._unsynced.store(key, pin)
+                if failed:
+                    self.breaker.failure()
+                    return
+        finally:
+            self._flush = None
 
     def debug_state(self) -> dict[str, Any]:
-        return {"breaker_open": self.breaker.open, "local_pins": len(self.local)}
+        return {
+            "breaker_open": self.breaker.open,
+            "local_pins": len(self.local),
+            "unpublished_pins": self.pending,
+        }
