@@ -8,7 +8,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 
-from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -33,6 +32,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
 from gateway.routing import BuiltinRouter, Router
+from gateway.routing.llm import LLMRouter
 from gateway.upstream import UpstreamClient
 
 logger = logging.getLogger("gateway")
@@ -53,6 +53,7 @@ ROUTERS: dict[str, Callable[[Config, UpstreamClient], Router]] = {
     "builtin": lambda config, upstream: BuiltinRouter(
         config.preferences, config.routing.router.threshold
     ),
+    "llm": LLMRouter.from_config,
 }
 
 
@@ -82,6 +83,7 @@ def create_app(config: Config) -> Starlette:
             await router.close()
             await store.close()
             await upstream.close()
+            metrics.close()
 
     routes = [
         Route("/v1/chat/completions", Completions(pipeline, OPENAI, "chat_completions"),
@@ -94,8 +96,7 @@ def create_app(config: Config) -> Starlette:
               methods=["GET", "DELETE"]),
         Route("/healthz", Health(state, "live"), methods=["GET"]),
         Route("/readyz", Health(state, "ready"), methods=["GET"]),
-        Route("/metrics", MetricsEndpoint(lambda: generate_latest(metrics.registry)),
-              methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(metrics.render), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

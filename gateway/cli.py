@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
-from gateway.config import ConfigError, load_config, render_config
+from gateway.config import Config, ConfigError, load_config, render_config
+from gateway.logs import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,9 +62,8 @@ def check_config(path: str) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import CONFIG_ENV
+    from gateway.metrics import MULTIPROC_ENV
 
     try:
         config = load_config(args.config)
@@ -69,7 +71,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 1
     level = (args.log_level or config.logging.level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(level, config.logging.format)
     for warning in config.warnings:
         logging.getLogger("gateway.config").warning("%s", warning)
     if args.workers > 1 and config.routing.session_cache.type == "memory":
@@ -80,6 +82,21 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         return 1
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    metrics_dir = None
+    if args.workers > 1:  # workers add up their metrics through files in a private directory
+        metrics_dir = tempfile.mkdtemp(prefix="affinity-gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        _run_uvicorn(args, config, level)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, config: Config, level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -92,7 +109,6 @@ def serve_command(args: argparse.Namespace) -> int:
         log_level=level.lower(),
         timeout_graceful_shutdown=config.server.drain_timeout_seconds,
     )
-    return 0
 
 
 def simulate_command(args: argparse.Namespace) -> int:

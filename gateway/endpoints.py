@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -113,9 +114,9 @@ class Health:
 
 
 class MetricsEndpoint:
-    def __init__(self, render: object) -> None:
+    def __init__(self, render: Callable[[], bytes]) -> None:
         self.render = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self.render()  # type: ignore[operator]
+        body = self.render()
         await respond(send, 200, body, [], content_type=CONTENT_TYPE_LATEST.encode())

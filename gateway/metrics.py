@@ -6,9 +6,13 @@ Label children are cached per label tuple so the hot path does a dict lookup, no
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+# Set by `serve --workers N` (N > 1) before workers start: values then live in files there.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Gateway-side work (Redis, routing): sub-millisecond to a second.
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -65,6 +69,19 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def render(self) -> bytes:
+        """The exposition for a scrape: this process, or every worker's files added up."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return bytes(generate_latest(self.registry))
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(registry))
+
+    def close(self) -> None:
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)

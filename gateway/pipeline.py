@@ -18,6 +18,7 @@ from gateway.decider import Decider, Outcome
 from gateway.dispatch import Dispatcher, Served
 from gateway.errors import GatewayError
 from gateway.http import header, read_body, respond, wait_for_disconnect
+from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
 from gateway.parse import ChatRequest, parse_chat, parse_messages
 from gateway.providers import ClientApi
@@ -81,6 +82,7 @@ class Pipeline:
         self.decider = decider
         self.dispatcher = dispatcher
         self.metrics = metrics
+        self.access = AccessLog()
 
     async def prepare(self, scope: Scope, receive: Receive, api: Api) -> tuple[ChatRequest, Outcome]:
         tenant = self.auth.tenant(scope)
@@ -97,29 +99,42 @@ class Pipeline:
         started = time.perf_counter()
         rid = request_id(scope)
         outcome: Outcome | None = None
-        model = ""
+        served: Served | None = None
+        usage: dict[str, int] | None = None
         status = 500
         self.metrics.inflight.inc()
         try:
             request, outcome = await self.prepare(scope, receive, api)
             served = await self.dispatcher.call(request, outcome.decision, api.name)
-            model = served.provider.model
-            headers = decision_headers(rid, outcome, model)
+            headers = decision_headers(rid, outcome, served.provider.model)
             status = 200
             if request.stream:
-                await self._stream(served, request, api, headers, send, receive, started)
+                usage = await self._stream(served, request, api, headers, send, receive, started)
             else:
-                await self._whole(served, headers, send)
+                usage = await self._whole(served, headers, send)
         except GatewayError as error:
             status = error.status
+            model = served.provider.model if served else None
             extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
-            await respond(send, status, api.error_body(error),
-                          decision_headers(rid, outcome, model or None) + extra)
+            await respond(send, status, api.error_body(error), decision_headers(rid, outcome, model) + extra)
         finally:
             self.metrics.inflight.dec()
-            self.metrics.request(endpoint, model, status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            model = served.provider.model if served else ""
+            self.metrics.request(endpoint, model, status, elapsed)
+            affinity_id = header(scope, b"x-model-affinity")
+            self.access.request(
+                request_id=rid, endpoint=endpoint, status=status, model=model,
+                route=outcome.decision.route if outcome else None,
+                affinity=outcome.status if outcome else None,
+                session=short_hash(affinity_id) if affinity_id else None,
+                upstream_status=served.response.status if served else None,
+                latency_ms=round(elapsed * 1000, 2),
+                prompt_tokens=usage["prompt_tokens"] if usage else None,
+                completion_tokens=usage["completion_tokens"] if usage else None,
+            )
 
-    async def _whole(self, served: Served, headers: Headers, send: Send) -> None:
+    async def _whole(self, served: Served, headers: Headers, send: Send) -> dict[str, int] | None:
         started = time.perf_counter()
         body = await served.response.read()
         provider = served.provider
@@ -131,11 +146,12 @@ class Pipeline:
         if usage is not None:
             self.metrics.usage(provider.model, usage["prompt_tokens"], usage["completion_tokens"])
         await respond(send, 200, body, headers)
+        return usage
 
     async def _stream(
         self, served: Served, request: ChatRequest, api: Api, headers: Headers,
         send: Send, receive: Receive, started: float,
-    ) -> None:
+    ) -> dict[str, int] | None:
         provider = served.provider
         translator = served.exchange.stream(provider.model_id, request.include_usage)
         await send({
@@ -169,12 +185,13 @@ class Pipeline:
             for task in (pumping, watching):
                 task.cancel()
             served.response.close()  # a client that left closes the upstream request too
-            if pumping.done() and not pumping.cancelled() and pumping.exception():
-                raise pumping.exception()  # type: ignore[misc]
+        if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+            raise pumping.exception()  # type: ignore[misc]
         self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
         usage = translator.usage
         if usage is not None:
             self.metrics.usage(provider.model, usage["prompt_tokens"], usage["completion_tokens"])
+        return usage
 
     async def decision(self, scope: Scope, receive: Receive, send: Send, api: Api) -> None:
         """The routing decision only (Plano's /routing endpoints): no provider is called."""

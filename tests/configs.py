@@ -9,7 +9,10 @@ REASON = "Explain step by step with detailed multi-step analysis why the plan fa
 
 
 def three_models(upstream: str, redis_url: str | None = None, **routing: Any) -> dict[str, Any]:
-    session_cache = {"type": "redis", "url": redis_url} if redis_url else {"type": "memory"}
+    # A generous socket timeout: a loaded CI machine must not trip the fail-open path by accident.
+    session_cache = (
+        {"type": "redis", "url": redis_url, "socket_timeout_ms": 2000} if redis_url else {"type": "memory"}
+    )
     return {
         "version": "v0.4.0",
         "model_providers": [

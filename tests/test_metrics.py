@@ -1,0 +1,149 @@
+"""/metrics after a known mix of requests, multi-worker aggregation, and the access log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.simulator import SimulatorSettings, create_simulator_app
+from tests.configs import CODE, REASON, three_models
+from tests.support import ThreadServer, free_port, gateway, serve, wait_for
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def chat(url: str, text: str, affinity: str | None = None, **extra: Any) -> httpx.Response:
+    headers = {"X-Model-Affinity": affinity} if affinity else {}
+    body = {"messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers)
+
+
+def test_known_mix_gives_exact_counts(simulator: ThreadServer, redis_url: str) -> None:
+    config = three_models(simulator.url, redis_url)
+    with serve(create_simulator_app(SimulatorSettings())) as doomed:
+        dead = doomed.url
+    config["model_providers"].append({"model": "vllm/dead", "base_url": dead})
+    with gateway(config) as server:
+        assert chat(server.url, REASON).status_code == 200                      # unpinned
+        assert chat(server.url, REASON).status_code == 200                      # unpinned
+        for _ in range(3):                                                       # new, hit, hit
+            assert chat(server.url, CODE, affinity="s1").status_code == 200
+        streamed = chat(server.url, REASON, affinity="s2", stream=True,         # new, streamed
+                        stream_options={"include_usage": True})
+        assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
+        assert chat(server.url, "hi", model="dead").status_code == 503          # failing upstream
+        samples = scrape(server.url)
+    total = "gateway_requests_total"
+    assert value(samples, total, endpoint="chat_completions", model="openai/gpt-4o", status="200") == 3
+    assert value(samples, total, endpoint="chat_completions", model="vllm/coder", status="200") == 3
+    assert value(samples, total, endpoint="chat_completions", model="", status="503") == 1
+    assert value(samples, "gateway_request_duration_seconds_count", endpoint="chat_completions") == 7
+    events = "gateway_affinity_events_total"
+    assert (value(samples, events, event="new"), value(samples, events, event="hit")) == (2, 2)
+    decisions = "gateway_routing_decisions_total"
+    assert value(samples, decisions, route="code_generation", model="vllm/coder", source="router") == 1
+    assert value(samples, decisions, route="code_generation", model="vllm/coder", source="affinity") == 2
+    assert value(samples, decisions, route="complex_reasoning", model="openai/gpt-4o", source="router") == 3
+    assert value(samples, decisions, route="", model="vllm/dead", source="router") == 1
+    assert value(samples, "gateway_router_duration_seconds_count", router="builtin") == 5
+    assert value(samples, "gateway_time_to_first_token_seconds_count", model="openai/gpt-4o") == 1
+    assert value(samples, "gateway_upstream_errors_total", provider="vllm", reason="connect") == 1
+    assert value(samples, "gateway_tokens_total", model="vllm/coder", kind="completion") > 0
+    streamed_usage = json.loads(streamed.text.split("data: ")[-2])["usage"]
+    assert value(samples, "gateway_tokens_total", model="openai/gpt-4o", kind="completion") >= \
+        streamed_usage["completion_tokens"]
+    assert value(samples, "gateway_inflight_requests") == 0
+    assert value(samples, "gateway_affinity_store_duration_seconds_count", store="redis") == 6
+
+
+def start_gateway(config: dict[str, Any], tmp: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--host", "127.0.0.1",
+         "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz").status_code == 200
+        except httpx.HTTPError:
+            return process.poll() is not None  # died: fail below with its output
+    wait_for(ready, timeout=30)
+    assert process.poll() is None, process.communicate()
+    return process, url
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=30)
+
+
+def test_two_workers_are_counted_in_one_scrape(
+    simulator: ThreadServer, redis_url: str, tmp_path: Path
+) -> None:
+    process, url = start_gateway(three_models(simulator.url, redis_url), tmp_path, "--workers", "2")
+    try:
+        for index in range(40):  # a new connection each: the kernel spreads them over the workers
+            assert chat(url, CODE, affinity=f"w{index % 5}").status_code == 200
+        totals = set()
+        for _ in range(8):  # whichever worker answers the scrape, it reports both workers' counts
+            samples = scrape(url)
+            totals.add(value(samples, "gateway_requests_total", endpoint="chat_completions",
+                             model="vllm/coder", status="200"))
+        assert totals == {40}
+    finally:
+        stop(process)
+
+
+def test_one_json_log_line_per_request_and_no_secrets(
+    simulator: ThreadServer, tmp_path: Path
+) -> None:
+    config = three_models(simulator.url)
+    config["logging"] = {"format": "json", "level": "info"}
+    config["auth"] = {"keys": [{"key": "gw-team-key-123456", "tenant": "a"}]}
+    process, url = start_gateway(config, tmp_path)
+    bodies = []
+    try:
+        auth = {"authorization": "Bearer gw-team-key-123456"}
+        for headers in (auth, {}, {"authorization": "Bearer wrong-key-999999"}):
+            response = httpx.post(f"{url}/v1/chat/completions", headers={**headers, "X-Model-Affinity": "sess-1"},
+                                  json={"messages": [{"role": "user", "content": REASON}]})
+            bodies.append(response.text)
+        response = httpx.post(f"{url}/v1/chat/completions", headers=auth, content=b"{bad")
+        bodies.append(response.text)
+    finally:
+        _, stderr = stop(process)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["msg"] == "request"]
+    assert [r["status"] for r in requests] == [200, 401, 401, 400]
+    assert requests[0]["model"] == "openai/gpt-4o" and requests[0]["affinity"] == "new"
+    assert requests[0]["session"] and requests[0]["session"] != "sess-1"
+    assert requests[0]["completion_tokens"] > 0 and requests[0]["latency_ms"] > 0
+    for secret in ("gw-team-key-123456", "wrong-key-999999", "sk-provider-secret-1", "sess-1"):
+        assert secret not in stderr
+        assert all(secret not in body for body in bodies)
