@@ -22,6 +22,7 @@ class Outcome:
     decision: Decision
     status: AffinityStatus
     key: str | None  # the pin key, when the request carried an affinity id
+    rerouted_from: str | None = None  # the pinned model that failed, when the pin was moved
 
 
 
@@ -73,6 +74,25 @@ class Decider:
             status = "degraded" if pinned.degraded else "hit"
         served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
         return Outcome(served, status, key)
+
+    async def reroute(self, request: ChatRequest, outcome: Outcome, failed: str) -> Outcome | None:
+        """`on_pinned_failure: reroute`: route again without the failed model and move the pin,
+        compare-and-set, so replicas rerouting the same session at once still agree."""
+        if outcome.key is None or self.config.routing.on_pinned_failure != "reroute":
+            return None
+        fresh = await self.route(request)
+        models = [m for m in fresh.models if m != failed]
+        if not models:
+            models = [m for m in (self.config.default_model,) if m != failed]
+        if not models:
+            return None
+        old = Pin(failed, outcome.decision.route)
+        pinned = await self.store.repin(outcome.key, old, Pin(models[0], fresh.route))
+        self.metrics.affinity("new" if pinned.created else "race_lost")
+        if pinned.pin.model == failed:
+            return None
+        decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
+        return Outcome(decision, "degraded" if pinned.degraded else "new", outcome.key, rerouted_from=failed)
 
     async def route(self, request: ChatRequest) -> Decision:
         started = time.perf_counter()

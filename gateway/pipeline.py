@@ -16,7 +16,7 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.decider import Decider, Outcome
 from gateway.dispatch import Dispatcher, Served
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamError
 from gateway.http import header, read_body, respond, wait_for_disconnect
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
@@ -63,6 +63,8 @@ def request_id(scope: Scope) -> str:
 
 def decision_headers(rid: str, outcome: Outcome | None, model: str | None) -> Headers:
     headers = [(b"x-request-id", rid.encode())]
+    if outcome is not None and outcome.rerouted_from is not None:
+        headers.append((b"x-gateway-rerouted-from", outcome.rerouted_from.encode()))
     if outcome is not None:
         headers += [
             (b"x-model-affinity-status", outcome.status.encode()),
@@ -105,7 +107,14 @@ class Pipeline:
         self.metrics.inflight.inc()
         try:
             request, outcome = await self.prepare(scope, receive, api)
-            served = await self.dispatcher.call(request, outcome.decision, api.name)
+            try:
+                served = await self.dispatcher.call(request, outcome.decision, api.name)
+            except UpstreamError:
+                moved = await self.decider.reroute(request, outcome, outcome.decision.model)
+                if moved is None:
+                    raise
+                outcome = moved
+                served = await self.dispatcher.call(request, outcome.decision, api.name)
             headers = decision_headers(rid, outcome, served.provider.model)
             status = 200
             if request.stream:

@@ -1,0 +1,39 @@
+"""Pinned failures: `routing.on_pinned_failure` error (default) or reroute (re-pin once)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway.simulator import SimulatorSettings, create_simulator_app
+from tests.configs import CODE, REASON, three_models
+from tests.support import ThreadServer, gateway, serve
+
+
+def dead_url() -> str:
+    with serve(create_simulator_app(SimulatorSettings())) as doomed:
+        return doomed.url
+
+
+def chat(url: str, text: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", headers={"X-Model-Affinity": "sess"},
+                      json={"messages": [{"role": "user", "content": text}]})
+
+
+@pytest.mark.parametrize("mode", ["error", "reroute"])
+def test_pinned_model_failing(simulator: ThreadServer, redis_url: str, mode: str) -> None:
+    config = three_models(simulator.url, redis_url, on_pinned_failure=mode)
+    config["model_providers"][2]["base_url"] = dead_url()  # vllm/coder, code_generation's first model
+    with gateway(config) as first, gateway(config) as second:
+        response = chat(first.url, CODE)
+        if mode == "error":
+            assert response.status_code == 503
+            assert chat(second.url, REASON).status_code == 503  # still pinned to the dead model
+            return
+        assert response.status_code == 200
+        assert response.headers["x-gateway-rerouted-from"] == "vllm/coder"
+        assert response.headers["x-gateway-model"] == "openai/gpt-4o"
+        again = chat(second.url, REASON)  # the other replica sees the moved pin
+        assert (again.headers["x-gateway-model"], again.headers["x-model-affinity-status"]) == (
+            "openai/gpt-4o", "hit")
+        assert "x-gateway-rerouted-from" not in again.headers
