@@ -4,10 +4,12 @@
     ├── ClientError                 4xx: the request is at fault
     │   ├── BadRequest              400 (invalid_request_error)
     │   ├── Unauthorized            401
+    │   ├── Forbidden               403
     │   ├── NotFound                404
     │   ├── MethodNotAllowed        405
     │   ├── PayloadTooLarge         413
-    │   └── RateLimited             429
+    │   ├── RateLimited             429
+    │   └── HeadersTooLarge         431
     └── UpstreamError               5xx: the provider (or the way to it) is at fault
         ├── BadGateway              502
         ├── ServiceUnavailable      503
@@ -88,6 +90,10 @@ class PayloadTooLarge(ClientError):
 class RateLimited(ClientError):
     status = 429
     type = "rate_limit_error"
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
 
 
 class UpstreamError(GatewayError):

@@ -18,6 +18,7 @@ from gateway.decider import Decider, Outcome
 from gateway.dispatch import Dispatcher, Served
 from gateway.errors import GatewayError, UpstreamError
 from gateway.http import header, read_body, respond, wait_for_disconnect
+from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
 from gateway.parse import ChatRequest, parse_chat, parse_messages
@@ -85,9 +86,16 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.access = AccessLog()
+        self.concurrency = TenantConcurrency(config.limits.max_concurrent_per_tenant)
 
-    async def prepare(self, scope: Scope, receive: Receive, api: Api) -> tuple[ChatRequest, Outcome]:
-        tenant = self.auth.tenant(scope)
+    def admit(self, scope: Scope) -> str:
+        """Checks that need no body: header size, then the key; returns the tenant."""
+        check_header_size(scope, self.config.limits.max_header_bytes)
+        return self.auth.tenant(scope)
+
+    async def prepare(
+        self, scope: Scope, receive: Receive, api: Api, tenant: str
+    ) -> tuple[ChatRequest, Outcome]:
         body = await read_body(scope, receive, self.config.limits.max_body_bytes)
         request = api.parse(body, self.config.limits.max_messages)
         raw_id = header(scope, b"x-model-affinity")
@@ -104,9 +112,13 @@ class Pipeline:
         served: Served | None = None
         usage: dict[str, int] | None = None
         status = 500
+        tenant: str | None = None
         self.metrics.inflight.inc()
         try:
-            request, outcome = await self.prepare(scope, receive, api)
+            admitted = self.admit(scope)
+            self.concurrency.acquire(admitted)
+            tenant = admitted
+            request, outcome = await self.prepare(scope, receive, api, tenant)
             try:
                 served = await self.dispatcher.call(request, outcome.decision, api.name)
             except UpstreamError:
@@ -127,6 +139,8 @@ class Pipeline:
             extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
             await respond(send, status, api.error_body(error), decision_headers(rid, outcome, model) + extra)
         finally:
+            if tenant is not None:
+                self.concurrency.release(tenant)
             self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
             model = served.provider.model if served else ""
@@ -206,7 +220,7 @@ class Pipeline:
         """The routing decision only (Plano's /routing endpoints): no provider is called."""
         rid = request_id(scope)
         try:
-            _, outcome = await self.prepare(scope, receive, api)
+            _, outcome = await self.prepare(scope, receive, api, self.admit(scope))
         except GatewayError as error:
             await respond(send, error.status, api.error_body(error), decision_headers(rid, None, None))
             return
