@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.config import Config, ConfigError, load_config, render_config
 from gateway.logs import setup_logging
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulate.add_argument("--jitter-ms", type=float, default=0.0)
     simulate.add_argument("--seed", type=int, default=0)
 
+    demo = commands.add_parser("demo", help="the seed demo: an agent loop without and with affinity")
+    demo_module().add_arguments(demo)
+
     check = commands.add_parser("check-config", help="validate a config and print it resolved")
     check.add_argument("file")
 
@@ -45,7 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "simulate":
         return simulate_command(args)
+    if args.command == "demo":
+        return int(demo_module().run(args))
     return serve_command(args)
+
+
+def demo_module() -> Any:
+    from gateway import demo
+
+    return demo
 
 
 def check_config(path: str) -> int:
