@@ -137,8 +137,10 @@ class AgentSession(FastHttpUser):
         first: str | None = None
         offset = self.rng.randrange(2)
         for turn in range(self.turns):
-            messages.append({"role": "user", "content": CODE if (turn + offset) % 2 == 0 else REASON})
-            body = {"model": "auto", "messages": messages, "tools": [tool_for(turn)], "stream": stream}
+            text = CODE if (turn + offset) % 2 == 0 else REASON
+            messages.append({"role": "user", "content": text})
+            body = {"model": "auto", "messages": messages, "tools": [tool_for(turn)],
+                    "stream": stream}
             for step in range(MAX_STEPS):
                 replica = rotation[turn % len(rotation)] if step == 0 else self.rng.choice(rotation)
                 served = self.post(replica, session_id, body, first)

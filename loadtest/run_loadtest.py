@@ -33,7 +33,8 @@ def run() -> int:
         upstream, _ = stack.simulator()
         config = gateway_config(upstream, f"redis://127.0.0.1:{redis_port}/0")
         replicas = [stack.gateway(f"gateway-{i}", config)[0] for i in range(REPLICAS)]
-        print(f"redis :{redis_port}, simulator {upstream}, replicas {' '.join(replicas)}", flush=True)
+        print(f"redis :{redis_port}, simulator {upstream}, replicas {' '.join(replicas)}",
+              flush=True)
         command = [
             sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
             "--headless", "--users", str(users), "--spawn-rate", str(max(1, users // 2)),

@@ -106,8 +106,8 @@ def gateway_config(upstream: str, redis_url: str, model_ids: Sequence[str] = ())
             {"name": "code_generation",
              "description": "generating new code, writing functions, or creating boilerplate",
              "models": [f"vllm/{coder}", f"openai/{large}"]},
-            {"name": "complex_reasoning",
-             "description": "complex reasoning tasks, multi-step analysis, or detailed explanations",
+            {"name": "complex_reasoning", "description":
+             "complex reasoning tasks, multi-step analysis, or detailed explanations",
              "models": [f"openai/{large}"]},
         ],
         "routing": {"session_cache": {"type": "redis", "url": redis_url}},
@@ -159,7 +159,7 @@ class Stack:
     def redis(self, cpus: str | None = None) -> tuple[int, subprocess.Popen[bytes]]:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is missing: install it with 'apt-get install redis-server'")
+            raise RuntimeError("redis-server is missing: 'apt-get install redis-server'")
         port = free_port()  # never the shared 6379
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
@@ -172,9 +172,8 @@ class Stack:
 
     def simulator(self, cpus: str | None = None, *args: str) -> tuple[str, subprocess.Popen[bytes]]:
         port = free_port()
-        process = self.spawn(
-            "simulator", [str(BIN / "affinity-gateway"), "simulate", "--port", str(port), *args], cpus
-        )
+        argv = [str(BIN / "affinity-gateway"), "simulate", "--port", str(port), *args]
+        process = self.spawn("simulator", argv, cpus)
         url = f"http://127.0.0.1:{port}"
         self.wait_http(process, "simulator", f"{url}/healthz")
         return url, process

@@ -41,7 +41,9 @@ def test_sessions_over_replicas_sharing_redis_keep_their_model(
     assert summary["violations"] == 0
     assert summary["failures"] == 0
     assert summary["sessions"] > 0
-    assert summary["statuses"]["new"] > 0 and summary["statuses"]["hit"] > summary["statuses"]["new"]
+    statuses = summary["statuses"]
+    assert 0 < statuses["new"] <= summary["sessions"]  # one pin per session at most
+    assert statuses["hit"] > statuses["new"]
     assert summary["statuses"]["none"] > 0  # the client without the header ran too
     assert set(summary["unpinned_models"]) == {"vllm/coder", "openai/gpt-4o"}
     assert code == 0
