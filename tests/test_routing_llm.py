@@ -123,26 +123,31 @@ def url(fake_server: tuple[FakeRouterModel, ThreadServer]) -> str:
     return fake_server[1].url
 
 
+def router_for(url: str, timeout_ms: int = 5000, cache_entries: int = 1024) -> LLMRouter:
+    """An LLMRouter for the fake; build it inside the event loop it will run on."""
+    upstream = UpstreamClient(UpstreamConfig())
+    provider = ModelProvider(
+        "vllm/arch-router", "vllm", "arch-router", "openai", f"{url}/v1", access_key=SECRET
+    )
+    config = RouterConfig("llm", model=provider.model, timeout_ms=timeout_ms)
+    return LLMRouter(
+        PREFERENCES, provider, config, upstream, BuiltinRouter(PREFERENCES), cache_entries
+    )
+
+
 def choose(
     url: str, *conversations: list[Turn], timeout_ms: int = 5000, cache_entries: int = 1024
 ) -> list[RouteChoice]:
     """Each conversation through one LLMRouter (one cache), in order."""
 
     async def scenario() -> list[RouteChoice]:
-        upstream = UpstreamClient(UpstreamConfig())
-        await upstream.open()
-        provider = ModelProvider(
-            "vllm/arch-router", "vllm", "arch-router", "openai", f"{url}/v1", access_key=SECRET
-        )
-        config = RouterConfig("llm", model=provider.model, timeout_ms=timeout_ms)
-        router = LLMRouter(
-            PREFERENCES, provider, config, upstream, BuiltinRouter(PREFERENCES), cache_entries
-        )
+        router = router_for(url, timeout_ms, cache_entries)
+        await router.upstream.open()
         try:
             return [await router.choose(turns) for turns in conversations]
         finally:
             await router.close()
-            await upstream.close()
+            await router.upstream.close()
 
     return list(asyncio.run(scenario()))
 
@@ -263,6 +268,31 @@ def test_lru_answers_identical_conversations_without_a_second_call(
     fake.reset()
     fake.answer = '{"route": "other"}'  # "no route" is a decision worth remembering too
     assert choose(url, CODE_TURNS, CODE_TURNS) == [RouteChoice(None)] * 2
+    assert fake.calls == 1
+
+
+def test_identical_requests_in_flight_together_share_one_call(
+    fake: FakeRouterModel, url: str
+) -> None:
+    fake.delay = 0.3  # long enough for all of them to be waiting on the first
+
+    async def scenario() -> list[RouteChoice]:
+        router = router_for(url)
+        await router.upstream.open()
+        try:
+            first = asyncio.ensure_future(router.choose(CODE_TURNS))
+            deadline = time.monotonic() + 10
+            while fake.calls == 0:  # until the question is out
+                assert time.monotonic() < deadline, "the router model was never asked"
+                await asyncio.sleep(0.005)
+            others = [asyncio.ensure_future(router.choose(CODE_TURNS)) for _ in range(4)]
+            first.cancel()  # the asking request goes away: the others still get the answer
+            return list(await asyncio.gather(*others))
+        finally:
+            await router.close()
+            await router.upstream.close()
+
+    assert asyncio.run(scenario()) == [RouteChoice("complex reasoning")] * 4
     assert fake.calls == 1
 
 
@@ -387,6 +417,28 @@ def test_a_pinned_session_asks_the_router_model_once(
     assert sample(metrics, "gateway_routing_decisions_total", route="complex_reasoning",
                   model="openai/gpt-4o", source="router") == 1
     assert SECRET not in metrics
+
+
+def test_plano_llm_routing_model_override_selects_the_llm_router(
+    fake: FakeRouterModel, url: str, simulator: ThreadServer
+) -> None:
+    config = three_models(simulator.url)
+    config["model_providers"].append(  # Plano's local form: no /v1 in base_url
+        {"model": "plano/Arch-Router", "base_url": url, "provider_interface": "openai"}
+    )
+    config["overrides"] = {"llm_routing_model": "plano/Arch-Router"}
+    fake.answer = '{"route": "code_generation"}'
+    with gateway(config) as server:
+        response = httpx.post(f"{server.url}/routing/v1/chat/completions", json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}],
+        })
+    assert response.status_code == 200, response.text
+    assert (response.json()["route"], response.json()["models"][0]) == (
+        "code_generation", "vllm/coder"
+    )
+    assert [(path, body["model"]) for path, _, body in fake.requests] == [
+        ("/v1/chat/completions", "Arch-Router")
+    ]
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -3,8 +3,9 @@ OpenAI-compatible model) which preference fits the conversation.
 
 A slow, failing or confused router model never fails a request: a timeout, an upstream error
 or an answer that names nothing falls back to the builtin router (`source="fallback"`, logged).
-Answers are remembered in a small LRU keyed by the prompt, so an identical retry of the same
-conversation does not ask twice.
+Answers are remembered in a small LRU keyed by a hash of the prompt (routes and conversation
+window), and identical requests in flight together share one question, so a retry of the
+same conversation does not ask twice.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class LLMRouter:
         self.fallback = fallback
         self.max_tokens = answer_token_limit(self.names)
         self.cache = DecisionCache(cache_entries)
+        self._inflight: dict[bytes, asyncio.Future[str | None]] = {}
 
     @classmethod
     def from_config(cls, config: Config, upstream: UpstreamClient) -> LLMRouter:
@@ -103,8 +105,14 @@ class LLMRouter:
         found, route = self.cache.get(key)
         if found:
             return RouteChoice(route)
+        # Identical requests in flight together (a client's hasty retry) share one question.
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._decide(key, prompt.text))
+            task.add_done_callback(_retrieve)
+            self._inflight[key] = task
         try:
-            route = await asyncio.wait_for(self._ask(prompt.text), self.timeout_ms / 1000)
+            route = await asyncio.shield(task)  # a cancelled request leaves it to the others
         except Exception as exc:
             logger.warning(
                 "llm router (model %s): %s; the builtin router decided instead",
@@ -112,8 +120,16 @@ class LLMRouter:
             )
             choice = await self.fallback.choose(turns)
             return RouteChoice(choice.route, "fallback")
-        self.cache.put(key, route)
         return RouteChoice(route)
+
+    async def _decide(self, key: bytes, prompt: str) -> str | None:
+        """The router model's answer within the budget, remembered; failures are not."""
+        try:
+            route = await asyncio.wait_for(self._ask(prompt), self.timeout_ms / 1000)
+        finally:
+            self._inflight.pop(key, None)
+        self.cache.put(key, route)
+        return route
 
     async def _ask(self, prompt: str) -> str | None:
         body = orjson.dumps({
@@ -142,4 +158,13 @@ class LLMRouter:
         return f"unexpected {type(exc).__name__}"
 
     async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        self._inflight.clear()
         self.cache.clear()
+
+
+def _retrieve(task: asyncio.Future[str | None]) -> None:
+    """Mark a shared question's failure as seen: its waiters may all have gone."""
+    if not task.cancelled():
+        task.exception()

@@ -60,7 +60,8 @@ _ROUTE_FIELD = re.compile(r"""["']?route["']?\s*[:=]\s*(?:"([^"\n]*)"|'([^'\n]*)
 
 
 class BadAnswer(Exception):
-    """The router model answered, but not with anything that names a route (or `other`).
+    """No usable answer: an error status, a body that is not a completion, or text that
+    names neither a route nor `other`.
 
     Messages describe the shape only: never the answer's text, which may echo the user's."""
 
