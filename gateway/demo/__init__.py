@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--offline", action="store_true",
         help="use the simulator even when OPENAI_API_KEY or ANTHROPIC_API_KEY is set",
     )
+    parser.add_argument(
+        "--ttft-ms", type=float, default=0.0,
+        help="offline: the simulator's time to first token, to watch turns arrive (default 0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,27 +93,31 @@ def _demo(
         processes.wait_ready(child)  # the simulator and the replicas started together
     width = max(len(name) for name in loaded.models if "/" in name)
 
-    print("Affinity Gateway demo: a database-selection agent (PostgreSQL or MongoDB?), run twice")
-    print(f"  providers : {providers_line}")
-    print(f"  pins      : {redis_line}")
+    say("Affinity Gateway demo: a database-selection agent (PostgreSQL or MongoDB?), run twice")
+    say(f"  providers : {providers_line}")
+    say(f"  pins      : {redis_line}")
     for child in children:
-        print(f"  {child.name} : {child.url}")
+        say(f"  {child.name} : {child.url}")
     for preference in loaded.preferences:
-        print(f"  route     : {preference.name} -> {', '.join(preference.models)}")
+        say(f"  route     : {preference.name} -> {', '.join(preference.models)}")
     urls = [child.url for child in children]
     affinity_id = f"demo-{uuid.uuid4().hex[:8]}"
     with httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0)) as client:
-        print("\nRun 1: without X-Model-Affinity (every turn is routed on what it says)")
+        say("\nRun 1: without X-Model-Affinity (every turn is routed on what it says)")
         first = run_agent(client, urls, on_step=_printer(width))
-        print(f"Without affinity: model switched {first.switches} time(s)")
-        print(f"\nRun 2: with X-Model-Affinity: {affinity_id} (turn 1's model is pinned)")
+        say(f"Without affinity: model switched {first.switches} time(s)")
+        say(f"\nRun 2: with X-Model-Affinity: {affinity_id} (turn 1's model is pinned)")
         second = run_agent(client, urls, affinity_id, on_step=_printer(width))
-        print(_summary(second))
-    print("\nFinal answer (run 2):")
+        say(_summary(second))
+    say("\nFinal answer (run 2):")
     answer = second.answer or "(none: the agent ran out of turns)"
     for line in answer.splitlines():
-        print(textwrap.fill(line, 98, initial_indent="  ", subsequent_indent="  "))
+        say(textwrap.fill(line, 98, initial_indent="  ", subsequent_indent="  "))
     return 0 if len(set(second.models)) == 1 else 1
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # line by line even into a pipe (`make demo | tee`)
 
 
 def _summary(run: Run) -> str:
@@ -171,7 +179,7 @@ def _config(
     if models is not None:
         keys = " and ".join(models.keys.values())
         return demo_config.demo_config(models, cache), f"real providers (keys from {keys})"
-    simulator = processes.start_simulator()
+    simulator = processes.start_simulator(args.ttft_ms)
     config = demo_config.demo_config(demo_config.SIMULATED, cache, simulator.url)
     return config, f"offline: the simulator at {simulator.url} plays every model"
 

@@ -91,9 +91,11 @@ class Processes:
         self.children.clear()
         return killed
 
-    def start_simulator(self) -> Child:
+    def start_simulator(self, ttft_ms: float = 0.0) -> Child:
         return self.spawn(
-            "simulator", lambda port: [*_cli(), "simulate", "--port", str(port)], "/v1/models"
+            "simulator",
+            lambda port: [*_cli(), "simulate", "--port", str(port), "--ttft-ms", str(ttft_ms)],
+            "/v1/models",
         )
 
     def start_replica(self, number: int, config: Path) -> Child:

@@ -1,0 +1,228 @@
+"""The seed demo: its routing, its agent loop across two replicas, and `affinity-gateway demo`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gateway.config import parse_config
+from gateway.demo import config as demo_config
+from gateway.demo.agent import TOOLS, USER_QUERY, run_agent, tool_result
+from gateway.routing import BuiltinRouter, Turn
+from gateway.simulator.agent import Tool, next_call
+from tests.support import RedisServer, ThreadServer, gateway
+
+SELECT, ANALYSE = demo_config.TOOL_SELECTION, demo_config.RESULT_ANALYSIS
+PLAN = ["get_db_benchmarks"] * 2 + ["get_case_studies"] * 2 + ["check_feature_support"] * 2
+STEP = re.compile(r"^  turn (\d+) +\[(\S+) *\] \(replica (\d+)\) +(\S.*?)  +(?:route|affinity) ")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def offline(upstream: str, redis_url: str | None) -> dict[str, Any]:
+    cache = demo_config.session_cache(redis_url, f"agw-test-{uuid.uuid4().hex[:8]}")
+    return demo_config.demo_config(demo_config.SIMULATED, cache, upstream)
+
+
+def planned_results() -> list[str]:
+    tools = tuple(Tool(t["function"]["name"], t["function"]["parameters"]) for t in TOOLS)
+    made: tuple[tuple[str, dict[str, Any]], ...] = ()
+    results = []
+    while (call := next_call(tools, made)) is not None:
+        made += ((call.name, call.arguments),)
+        results.append(tool_result(call.name, call.arguments))
+    return results
+
+
+def test_turns_route_by_what_they_say() -> None:
+    config = parse_config(offline("http://127.0.0.1:9", None), environ={})
+    router = BuiltinRouter(config.preferences, config.routing.router.threshold)
+    turns = [Turn("system", "You are an analyst."), Turn("user", USER_QUERY)]
+    assert router.decide(turns) == SELECT
+    for result in planned_results():  # the latest turn grows by one tool result per turn
+        turns += [Turn("assistant", ""), Turn("tool", result)]
+        assert router.decide(turns) == ANALYSE
+    # Content, not position: a first turn full of measurements is analysis, and a later user
+    # message asking for more research is tool selection again.
+    assert router.decide([Turn("user", planned_results()[0])]) == ANALYSE
+    assert router.decide([*turns, Turn("user", "Look this up with the tools first")]) == SELECT
+
+
+def test_every_planned_call_has_a_result() -> None:
+    results = planned_results()
+    assert len(results) == len(PLAN)
+    assert all(not r.startswith("error") and r.split(":")[0] for r in results)
+    assert tool_result("get_db_benchmarks", {"database": "oracle"}).startswith("error: no data")
+    assert tool_result("drop_table", {}).startswith("error: unknown tool")
+
+
+def test_agent_switches_without_affinity_and_keeps_one_model_with_it(
+    simulator: ThreadServer, redis_url: str
+) -> None:
+    config = offline(simulator.url, redis_url)
+    with gateway(config) as one, gateway(config) as two, httpx.Client(timeout=10) as client:
+        urls = [one.url, two.url]
+        free = run_agent(client, urls)
+        pinned = run_agent(client, urls, "session-7")
+        pin = client.get(f"{two.url}/v1/affinity/session-7").json()
+
+    assert [s.tools for s in free.steps] == [(name,) for name in PLAN] + [()]
+    assert [s.route for s in free.steps] == [SELECT] + [ANALYSE] * 6
+    assert [s.replica for s in free.steps] == [1, 2, 1, 2, 1, 2, 1]
+    assert len(set(free.models)) > 1 and free.switches == 1
+    assert free.answer.startswith("Based on 6 tool results")
+
+    assert pinned.models == [demo_config.SIMULATED.selection] * 7
+    assert [s.affinity for s in pinned.steps] == ["new"] + ["hit"] * 6
+    assert [s.replica for s in pinned.steps] == [1, 2, 1, 2, 1, 2, 1]
+    assert pin["model"] == demo_config.SIMULATED.selection
+
+
+@pytest.mark.parametrize(
+    ("environ", "models"),
+    [
+        ({"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"},
+         {"anthropic/claude-sonnet-4-20250514", "openai/gpt-4o", "openai/gpt-4o-mini"}),
+        ({"OPENAI_API_KEY": "k"}, {"openai/gpt-4o", "openai/gpt-4o-mini"}),
+        ({"ANTHROPIC_API_KEY": "k"},
+         {"anthropic/claude-sonnet-4-20250514", "anthropic/claude-3-5-haiku-20241022"}),
+    ],
+)
+def test_real_providers_follow_the_keys_that_are_set(
+    environ: dict[str, str], models: set[str]
+) -> None:
+    chosen = demo_config.real_models(environ)
+    assert chosen is not None
+    raw = demo_config.demo_config(chosen, demo_config.session_cache(None, "p"))
+    assert all(p["access_key"].startswith("$") for p in raw["model_providers"])  # never the key
+    config = parse_config(raw, environ=environ)
+    assert {p.model for p in config.providers} == models
+    assert demo_config.real_models({"OPENAI_API_KEY": ""}) is None
+
+
+def test_a_users_config_gets_the_demos_pin_store() -> None:
+    raw = {"version": "v0.4.0", "routing": {"session_ttl_seconds": 60}, "model_providers": []}
+    cache = demo_config.session_cache("redis://127.0.0.1:1/0", "agw-demo-x")
+    merged = demo_config.with_session_cache(raw, cache)
+    assert merged["routing"] == {"session_ttl_seconds": 60, "session_cache": cache}
+    assert raw["routing"] == {"session_ttl_seconds": 60}
+
+
+# `affinity-gateway demo` as a user runs it: a subprocess, with a deadline.
+
+def demo_command() -> list[str]:
+    cli = (ROOT / "gateway" / "cli.py").read_text()
+    if '"demo"' in cli:
+        return [str(Path(sys.executable).parent / "affinity-gateway"), "demo"]
+    # Until the CLI has the subcommand: the same entry points it will call.
+    return [sys.executable, "-c", "import argparse, sys; from gateway import demo; "
+            "p = argparse.ArgumentParser(); demo.add_arguments(p); sys.exit(demo.run(p.parse_args()))"]
+
+
+def demo_env(**extra: str) -> dict[str, str]:
+    """No keys and no REDIS_URL (never the machine's shared Redis); a marker every child inherits."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"}}
+    env.update(PYTHONUNBUFFERED="1", AGW_DEMO_TEST_MARK=uuid.uuid4().hex, **extra)
+    return env
+
+
+def marked(env: dict[str, str]) -> list[int]:
+    """Processes still alive that inherited this run's marker (so: that the demo started)."""
+    needle = f"AGW_DEMO_TEST_MARK={env['AGW_DEMO_TEST_MARK']}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue  # gone, or not ours
+            if needle in environ.split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*demo_command(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert marked(env) == [], "the demo left processes running"
+    shared = urlsplit(env.get("REDIS_URL", "")).port
+    for port in {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", result.stdout)} - {shared}:
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+    return result
+
+
+def steps(output: str) -> list[tuple[int, str, int, str]]:
+    return [(int(m[1]), m[2], int(m[3]), m[4]) for line in output.splitlines()
+            if (m := STEP.match(line))]
+
+
+def test_make_demo_shows_the_switch_and_the_pin_and_leaves_nothing_running() -> None:
+    result = run_demo(demo_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "offline: the simulator" in out and "a private redis-server on 127.0.0.1:" in out
+    assert "  replica 1 : http://127.0.0.1:" in out and "  replica 2 : http://127.0.0.1:" in out
+    found = steps(out)
+    assert [s[0] for s in found] == [1, 2, 3, 4, 5, 6, 7] * 2
+    assert [s[2] for s in found] == [1, 2, 1, 2, 1, 2, 1] * 2
+    assert [s[3] for s in found] == [*PLAN, "final answer"] * 2
+    free, pinned = found[:7], found[7:]
+    assert len({s[1] for s in free}) == 2
+    assert re.search(r"^Without affinity: model switched [1-9]\d* time\(s\)$", out, re.M)
+    model = demo_config.SIMULATED.selection
+    assert {s[1] for s in pinned} == {model}
+    assert f"\nWith affinity: {model} for all 7 turns\n" in out
+    assert "stopped the 4 processes the demo started" in out
+
+
+def test_demo_uses_redis_url_without_touching_other_keys(redis_server: RedisServer) -> None:
+    redis_server.command("SET", "someone-elses-key", "keep")
+    result = run_demo(demo_env(REDIS_URL=redis_server.url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Redis at REDIS_URL ({redis_server.url})" in result.stdout
+    assert "stopped the 3 processes" in result.stdout  # simulator and two replicas, no redis
+    assert redis_server.command("GET", "someone-elses-key") == "keep"
+    assert redis_server.command("KEYS", "agw-demo-*") == []  # its own pins are cleaned up
+
+
+def test_without_redis_it_runs_one_replica_on_the_memory_store(tmp_path: Path) -> None:
+    result = run_demo(demo_env(PATH=str(tmp_path)))  # no redis-server on this PATH
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "memory store, one replica" in result.stdout
+    assert {s[2] for s in steps(result.stdout)} == {1}
+    assert "With affinity: anthropic/claude-sonnet-4-20250514 for all 7 turns" in result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_demo_stops_everything_it_started(signum: int) -> None:
+    env = demo_env()
+    # A slow simulator keeps the first turn in flight when the signal arrives.
+    with subprocess.Popen(
+        [*demo_command(), "--ttft-ms", "5000"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    ) as demo:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("Run 1:"):
+                break
+        assert len(marked(env)) == 4, "".join(seen)  # simulator, redis, two replicas
+        demo.send_signal(signum)
+        rest, _ = demo.communicate(timeout=30)
+    assert demo.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "stopped the 4 processes" in rest
+    assert marked(env) == []
