@@ -121,16 +121,11 @@ def test_a_users_config_gets_the_demos_pin_store() -> None:
 # `affinity-gateway demo` as a user runs it: a subprocess, with a deadline.
 
 def demo_command() -> list[str]:
-    cli = (ROOT / "gateway" / "cli.py").read_text()
-    if '"demo"' in cli:
-        return [str(Path(sys.executable).parent / "affinity-gateway"), "demo"]
-    # Until the CLI has the subcommand: the same entry points it will call.
-    return [sys.executable, "-c", "import argparse, sys; from gateway import demo; "
-            "p = argparse.ArgumentParser(); demo.add_arguments(p); sys.exit(demo.run(p.parse_args()))"]
+    return [str(Path(sys.executable).parent / "affinity-gateway"), "demo"]
 
 
 def demo_env(**extra: str) -> dict[str, str]:
-    """No keys and no REDIS_URL (never the machine's shared Redis); a marker every child inherits."""
+    """No keys, no REDIS_URL (never the machine's shared Redis); a marker children inherit."""
     env = {k: v for k, v in os.environ.items()
            if k not in {"REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"}}
     env.update(PYTHONUNBUFFERED="1", AGW_DEMO_TEST_MARK=uuid.uuid4().hex, **extra)

@@ -39,7 +39,9 @@ def _tool(name: str, description: str, properties: JsonObject) -> JsonObject:
         "function": {
             "name": name,
             "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": list(properties)},
+            "parameters": {
+                "type": "object", "properties": properties, "required": list(properties),
+            },
         },
     }
 
@@ -184,7 +186,9 @@ def run_agent(
             on_step(step)
         if not calls:
             return Run(tuple(steps), answer)
-        messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": calls})
+        messages.append(
+            {"role": "assistant", "content": message.get("content"), "tool_calls": calls}
+        )
         for call in calls:
             function = call["function"]
             messages.append({

@@ -59,7 +59,8 @@ def preferences(models: Models) -> list[dict[str, Any]]:
                 "a conclusion"
             ),
             "examples": [
-                "Benchmark results: 12,000 requests/s with p99 latency 35 ms under a write-heavy load",
+                "Benchmark results: 12,000 requests/s with p99 latency 35 ms under a "
+                "write-heavy load",
                 "Case study: the team moved to a replicated cluster and halved its latency",
                 "Compare these measurements and say which option performs better",
             ],

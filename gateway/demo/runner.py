@@ -138,7 +138,9 @@ class Processes:
                 if _answers(client, child):
                     return
                 if time.monotonic() > deadline:
-                    raise StartError(f"{child.name} was not ready after {timeout:.0f} s:\n{child.tail()}")
+                    raise StartError(
+                        f"{child.name} was not ready after {timeout:.0f} s:\n{child.tail()}"
+                    )
                 time.sleep(0.05)
 
 
