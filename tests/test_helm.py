@@ -277,6 +277,19 @@ def test_selectors_wire_up(scenario: str, rendered: dict[str, Rendered]) -> None
             assert obj["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
 
 
+def test_scrape_annotations_follow_the_port_unless_a_service_monitor_scrapes(chart: helm.Chart) -> None:
+    def annotations(values: dict[str, Any]) -> dict[str, str]:
+        found: dict[str, str] = render(chart, values).gateway()["spec"]["template"]["metadata"]["annotations"]
+        return {k: v for k, v in found.items() if k.startswith("prometheus.io/")}
+
+    assert annotations({"containerPort": 8080}) == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+    assert annotations({"serviceMonitor": {"enabled": True}}) == {}
+
+
 def test_config_change_rolls_the_pods(chart: helm.Chart) -> None:
     def checksum(values: dict[str, Any]) -> str:
         annotations = render(chart, values).gateway()["spec"]["template"]["metadata"]["annotations"]
