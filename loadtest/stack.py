@@ -48,6 +48,14 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def redis_command(port: int, *args: str) -> bytes:
     """One RESP command over a raw socket: no client library, so it adds no connections to count."""
     payload = f"*{len(args)}\r\n".encode() + b"".join(
@@ -144,17 +152,28 @@ class Stack:
         self.processes.append((name, process))
         return process
 
-    def check(self, process: subprocess.Popen[bytes], name: str) -> None:
+    def alive(self, process: subprocess.Popen[bytes], name: str) -> bool:
+        """True, or the process's exit and log tail as an error."""
         if process.poll() is not None:
             log = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+        return True
 
     def wait_http(self, process: subprocess.Popen[bytes], name: str, url: str) -> None:
-        def ready() -> bool:
-            self.check(process, name)
-            return http_ok(url)
+        wait_until(lambda: self.alive(process, name) and http_ok(url), 30, name)
 
-        wait_until(ready, 30, name)
+    def wait_tcp(self, process: subprocess.Popen[bytes], name: str, port: int) -> None:
+        wait_until(lambda: self.alive(process, name) and tcp_open(port), 30, name)
+
+    def end(self, process: subprocess.Popen[bytes]) -> None:
+        """Stop one process early (the rest still stop at the end)."""
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self.processes = [(n, p) for n, p in self.processes if p is not process]
 
     def redis(self, cpus: str | None = None) -> tuple[int, subprocess.Popen[bytes]]:
         binary = shutil.which("redis-server")
@@ -167,7 +186,7 @@ class Stack:
             binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(data),
         ], cpus)
-        wait_until(lambda: self.check(process, "redis") or redis_ready(port), 15, "redis-server")
+        wait_until(lambda: self.alive(process, "redis") and redis_ready(port), 15, "redis")
         return port, process
 
     def simulator(self, cpus: str | None = None, *args: str) -> tuple[str, subprocess.Popen[bytes]]:
