@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,10 +16,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import yaml
 
 from gateway.config import parse_config
 from gateway.demo import config as demo_config
-from gateway.demo.agent import TOOLS, USER_QUERY, run_agent, tool_result
+from gateway.demo.agent import TOOLS, USER_QUERY, AgentError, run_agent, tool_result
 from gateway.routing import BuiltinRouter, Turn
 from gateway.simulator.agent import Tool, next_call
 from tests.support import RedisServer, ThreadServer, gateway
@@ -86,6 +88,38 @@ def test_agent_switches_without_affinity_and_keeps_one_model_with_it(
     assert [s.affinity for s in pinned.steps] == ["new"] + ["hit"] * 6
     assert [s.replica for s in pinned.steps] == [1, 2, 1, 2, 1, 2, 1]
     assert pin["model"] == demo_config.SIMULATED.selection
+
+
+def test_parallel_tool_calls_each_get_a_result_and_errors_say_what_the_gateway_said() -> None:
+    sent: list[Any] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        headers = {"x-gateway-model": "openai/gpt-4o", "x-gateway-route": "r",
+                   "x-model-affinity-status": "none"}
+        if len(sent) == 1:  # a real model may ask for several tools in one turn
+            calls = [{"id": f"c{n}", "type": "function", "function": {
+                "name": "get_case_studies", "arguments": json.dumps({"database": db})}}
+                for n, db in enumerate(["postgresql", "mongodb"])]
+            message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": calls}
+        else:
+            message = {"role": "assistant", "content": "PostgreSQL."}
+        return httpx.Response(200, json={"choices": [{"message": message}]}, headers=headers)
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        run = run_agent(client, ["http://a", "http://b"])
+    assert [s.tools for s in run.steps] == [("get_case_studies", "get_case_studies"), ()]
+    assert run.answer == "PostgreSQL." and [s.replica for s in run.steps] == [1, 2]
+    tool_messages = [m for m in sent[1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == ["c0", "c1"]
+    assert tool_messages[1]["content"].startswith("MongoDB case studies: ")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": {"message": "model 'x' is not configured"}})
+
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as client, \
+            pytest.raises(AgentError, match=r"404.*not configured"):
+        run_agent(client, ["http://a"])
 
 
 @pytest.mark.parametrize(
@@ -208,6 +242,19 @@ def test_without_redis_it_runs_one_replica_on_the_memory_store(tmp_path: Path) -
     assert "memory store, one replica" in result.stdout
     assert {s[2] for s in steps(result.stdout)} == {1}
     assert "With affinity: anthropic/claude-sonnet-4-20250514 for all 7 turns" in result.stdout
+
+
+def test_config_option_runs_a_users_providers_with_the_demos_redis(
+    simulator: ThreadServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(offline(simulator.url, None)))  # memory store in the file
+    result = run_demo(demo_env(), "--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"providers : from {path}" in result.stdout and "private redis-server" in result.stdout
+    assert {s[2] for s in steps(result.stdout)} == {1, 2}  # so the pin crossed replicas
+    assert "With affinity: anthropic/claude-sonnet-4-20250514 for all 7 turns" in result.stdout
+    assert "stopped the 3 processes" in result.stdout  # redis and two replicas, no simulator
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
