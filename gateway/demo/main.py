@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
                 if shared is not None:
                     _forget_pins(*shared)
             note = f" ({', '.join(killed)} had to be killed)" if killed else ""
-            print(f"stopped the {count} processes the demo started{note}; "
+            plural = "" if count == 1 else "es"
+            print(f"stopped the {count} process{plural} the demo started{note}; "
                   f"{time.monotonic() - started:.1f} s in all", flush=True)
 
 
@@ -62,10 +63,11 @@ def _demo(
     args: argparse.Namespace, processes: Processes, workdir: Path, shared: tuple[str, str] | None
 ) -> int:
     prefix = shared[1] if shared else f"agw-demo-{uuid.uuid4().hex[:12]}"
+    user_config = _read(args.config) if args.config else None  # before starting anything
     redis_url, redis_line = _redis(processes, shared)
     cache = demo_config.session_cache(redis_url, prefix)
     replicas = max(1, args.replicas) if redis_url else 1
-    config, providers_line = _config(args, cache, processes)
+    config, providers_line = _config(args, user_config, cache, processes)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     loaded = load_config(str(path))  # fail here, with the key path, not in every replica
@@ -108,7 +110,7 @@ def _summary(run: Run) -> str:
     return f"With affinity: the pin did not hold - {', '.join(models)} ({run.switches} switches)"
 
 
-def _printer(width: int) -> Any:
+def _printer(width: int) -> Callable[[Step], None]:
     previous: list[str] = []
 
     def show(step: Step) -> None:
@@ -148,14 +150,22 @@ def _redis(processes: Processes, shared: tuple[str, str] | None) -> tuple[str | 
     return f"redis://127.0.0.1:{child.port}/0", f"a private redis-server on 127.0.0.1:{child.port}"
 
 
+def _read(path: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(path, f"cannot read it: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "expected a YAML mapping")
+    return raw
+
+
 def _config(
-    args: argparse.Namespace, cache: dict[str, Any], processes: Processes
+    args: argparse.Namespace, user_config: dict[str, Any] | None, cache: dict[str, Any],
+    processes: Processes,
 ) -> tuple[dict[str, Any], str]:
-    if args.config:
-        raw = yaml.safe_load(Path(args.config).read_text())
-        if not isinstance(raw, dict):
-            raise ConfigError(args.config, "expected a YAML mapping")
-        return demo_config.with_session_cache(raw, cache), f"from {args.config}"
+    if user_config is not None:
+        return demo_config.with_session_cache(user_config, cache), f"from {args.config}"
     models = None if args.offline else demo_config.real_models(os.environ)
     if models is not None:
         keys = " and ".join(models.keys.values())
