@@ -401,7 +401,7 @@ def test_a_pinned_session_asks_the_router_model_once(
             assert raw.headers["x-gateway-route"] == "complex_reasoning"
             assert raw.headers["x-model-affinity-status"] == ("new" if index == 0 else "hit")
         assert fake.calls == 1
-        assert fake.requests[0][2]["model"] == "vllm/arch-router".split("/", 1)[1]
+        assert fake.requests[0][2]["model"] == "arch-router"  # the provider's own model id
 
         fake.status = 500  # a failing router model: the builtin router decides, counted
         raw = sdk.chat.completions.with_raw_response.create(  # (CODE alone would hit the LRU)
