@@ -67,7 +67,10 @@ model_providers:
   - {model: custom/test-model, base_url: "http://localhost:11223", provider_interface: openai}
   - {model: vllm/coder, base_url: "http://vllm:8000/v1/"}
 routing_preferences:
-  - {name: code, description: generating code, examples: [write a parser], models: [together_ai/openai/gpt-oss-20b]}
+  - name: code
+    description: generating code
+    examples: [write a parser]
+    models: [together_ai/openai/gpt-oss-20b]
   - {name: code understanding, description: explain code, models: [custom/test-model, openai/gpt-4o]}
 model_aliases:
   oss: {target: together_ai/openai/gpt-oss-20b}
@@ -159,8 +162,11 @@ def test_interpolation_forms() -> None:
 
 
 def test_render_masks_every_secret() -> None:
-    config = load(AFFINITY_DEMO + "auth: {keys: [{key: gw-secret-key, tenant: a}], admin_keys: [adm-secret]}\n"
-                  "routing: {session_cache: {url: 'redis://:redis-pass@r:6379/0'}}\n")
+    config = load(
+        AFFINITY_DEMO
+        + "auth: {keys: [{key: gw-secret-key, tenant: a}], admin_keys: [adm-secret]}\n"
+        + "routing: {session_cache: {url: 'redis://:redis-pass@r:6379/0'}}\n"
+    )
     text = render_config(config)
     for secret in (*ENV.values(), "gw-secret-key", "adm-secret", "redis-pass"):
         assert secret not in text

@@ -131,8 +131,10 @@ def test_one_json_log_line_per_request_and_no_secrets(
     try:
         auth = {"authorization": "Bearer gw-team-key-123456"}
         for headers in (auth, {}, {"authorization": "Bearer wrong-key-999999"}):
-            response = httpx.post(f"{url}/v1/chat/completions", headers={**headers, "X-Model-Affinity": "sess-1"},
-                                  json={"messages": [{"role": "user", "content": REASON}]})
+            response = httpx.post(
+                f"{url}/v1/chat/completions", headers={**headers, "X-Model-Affinity": "sess-1"},
+                json={"messages": [{"role": "user", "content": REASON}]},
+            )
             bodies.append(response.text)
         response = httpx.post(f"{url}/v1/chat/completions", headers=auth, content=b"{bad")
         bodies.append(response.text)
