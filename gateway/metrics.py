@@ -16,6 +16,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Gateway-side work (Redis, routing): sub-millisecond to a second.
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Routers: the builtin one in microseconds, an llm router up to its timeout (seconds).
+ROUTER_BUCKETS = (*FAST_BUCKETS, 2.5, 5.0, 10.0)
 # LLM latencies: tens of milliseconds to minutes.
 LLM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 
@@ -45,7 +47,7 @@ class Metrics:
         )
         self.router_duration = Histogram(
             "gateway_router_duration_seconds", "Time to choose a route", ["router"],
-            buckets=FAST_BUCKETS, registry=r,
+            buckets=ROUTER_BUCKETS, registry=r,
         )
         self.affinity_events = Counter(
             "gateway_affinity_events", "Affinity store outcomes", ["event"], registry=r

@@ -266,6 +266,11 @@ def _router(
         provider = models.get(router.model)
         if provider is None:
             raise ConfigError(routing.at("router"), f"unknown router model {router.model!r}")
+        if provider.interface != "openai":
+            raise ConfigError(
+                routing.at("router"),
+                f"the llm router speaks the OpenAI API; {provider.model!r} is an {provider.interface} model",
+            )
         router = RouterConfig("llm", router.threshold, provider.model, router.timeout_ms)
     return router
 
