@@ -28,11 +28,13 @@ BODY = {"model": "bench-model", "messages": [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Hello! Summarise the plot of Hamlet in two sentences."},
 ]}
+AFFINITY_HEADER = b"\r\nx-model-affinity-status: "
 
 
 @dataclass(slots=True)
 class Answer:
     status: int = 0
+    affinity: str = ""  # x-model-affinity-status, when the server sent one
     first: float = 0.0  # perf_counter() of the first body bytes
     last: float = 0.0
     gap: float = 0.0  # longest silence between body reads
@@ -77,6 +79,11 @@ class Connection(asyncio.Protocol):
                 return
             head = bytes(self.buffer[:end]).lower()
             answer.status = int(head[9:12])
+            at = head.find(AFFINITY_HEADER)
+            if at >= 0:
+                at += len(AFFINITY_HEADER)
+                stop = head.find(b"\r\n", at)
+                answer.affinity = head[at : stop if stop >= 0 else None].decode()
             self.chunked = b"transfer-encoding: chunked" in head
             at = head.find(b"content-length:")
             stop = head.find(b"\r\n", at)
@@ -134,12 +141,15 @@ class Run:
     ttfts: list[float] = field(default_factory=list)
     events: Counter[int] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    affinity: Counter[str] = field(default_factory=Counter)
     gap: float = 0.0
     errors: int = 0
 
     def record(self, sent: float, answer: Answer, stream: bool) -> None:
         self.latencies.append(time.perf_counter() - sent)
         self.statuses[answer.status] += 1
+        if answer.affinity:
+            self.affinity[answer.affinity] += 1
         if stream:
             self.ttfts.append(answer.first - sent)
             self.events[answer.body.count(b"data:")] += 1
@@ -232,6 +242,7 @@ def summarise(run: Run, elapsed: float) -> dict[str, Any]:
         "events": {str(k): v for k, v in sorted(run.events.items())},
         "max_gap_ms": round(run.gap * ms, 3),
         "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
+        "affinity": dict(sorted(run.affinity.items())),
     }
 
 

@@ -15,6 +15,7 @@ STALL_MS = 1000.0  # a silence this long inside a paced stream (50 ms between ev
 @dataclass
 class Measurements:
     machine: str = ""
+    rounds: int = 1
     throughput: dict[str, Result] = field(default_factory=dict)  # 16 connections, closed loop
     single: dict[str, Result] = field(default_factory=dict)  # 1 connection
     half: dict[str, Result] = field(default_factory=dict)  # open loop at half saturation
@@ -99,7 +100,9 @@ def render(m: Measurements) -> str:
         f"| {shape.get('connections')} concurrent streams, {shape.get('chunks')} events "
         f"{shape.get('interval_ms')} ms apart | {paced.get('ok')} complete, events "
         f"{paced.get('events')}, longest silence {paced.get('max_gap_ms', 0):.0f} ms, "
-        f"TTFT p99 {paced.get('ttft_p99_ms', 0):.0f} ms |",
+        f"TTFT p99 {paced.get('ttft_p99_ms', 0):.0f} ms, affinity {paced.get('affinity')} |",
+        f"| affinity statuses: pinning run / measured runs | {m.pin_statuses} / "
+        f"{m.throughput[GATEWAY].get('affinity')} (best round) |",
         f"| Redis commands per pinned request | {m.commands_per_request():.3f} "
         f"({commands}; {m.redis_requests:,} requests) |",
         f"| gateway RSS idle / after the run | {m.rss_idle:.1f} MB / {m.rss_after:.1f} MB |",
