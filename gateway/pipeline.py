@@ -16,7 +16,7 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.decider import Decider, Outcome
 from gateway.dispatch import Dispatcher, Served
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import BadGateway, GatewayError, UpstreamError
 from gateway.http import header, read_body, respond, wait_for_disconnect
 from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
@@ -164,7 +164,14 @@ class Pipeline:
         self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
         translate = served.exchange.response_body
         if translate is not None:
-            body = translate(body, provider.model_id)
+            try:
+                body = translate(body, provider.model_id)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # orjson raises ValueError
+                self.metrics.upstream_error(provider.provider, "bad_response")
+                raise BadGateway(
+                    f"upstream {provider.model} sent a response that cannot be translated",
+                    reason="bad_response", code="upstream_bad_response",
+                ) from exc
         usage = usage_of(body)
         if usage is not None:
             self.metrics.usage(provider.model, usage["prompt_tokens"], usage["completion_tokens"])
