@@ -15,7 +15,7 @@ import httpx
 import pytest
 from redis.exceptions import RedisError
 
-from gateway.affinity import pin_key
+from gateway.affinity import Pin, pin_key
 from tests.configs import CODE, REASON, three_models
 from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
 from tests.test_affinity_redis import A, B, C, eventually, opened, routing
@@ -69,6 +69,35 @@ def test_store_fails_open_and_resynchronises(killable_redis: RedisServer) -> Non
             # What this replica saw or pinned during the outage is in Redis for the others.
             assert (await other.get(seen)).pin == A
             assert (await other.get(made)).pin == C
+
+    run(main())
+
+
+def test_pins_awaiting_publication_are_served_while_the_flush_runs(
+    killable_redis: RedisServer,
+) -> None:
+    """Right after recovery a request for a session pinned during the outage must get that
+    pin, whether the background flush has published it yet, is publishing it, or not."""
+
+    async def main() -> None:
+        async with opened(routing(killable_redis.url, breaker_cooldown_ms=50)) as store:
+            await store.ping()
+            killable_redis.kill()
+            keys = [pin_key("t", f"s{n}") for n in range(400)]
+            models = {key: Pin(f"model-{n % 7}") for n, key in enumerate(keys)}
+            for key in keys:
+                assert (await store.pin(key, models[key])).degraded
+            killable_redis.start()
+
+            async def probe() -> bool:
+                return not (await store.get(pin_key("t", "probe"))).degraded
+
+            await eventually(probe, timeout=5)
+            assert store.pending > 0  # the flush has only just started
+            lookups = await asyncio.gather(*(store.get(key) for key in keys))
+            assert [lookup.pin for lookup in lookups] == [models[key] for key in keys]
+            await eventually(lambda: asyncio.sleep(0, store.pending == 0), timeout=5)
+            assert int(killable_redis.command("DBSIZE")) == len(keys) + 1
 
     run(main())
 

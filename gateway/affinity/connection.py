@@ -18,7 +18,20 @@ from gateway.config import SessionCacheConfig
 SENTINEL_PORT = 26379
 
 
-def connect(cache: SessionCacheConfig) -> Redis:
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The client the store talks to, and the clients behind it (a Sentinel deployment's
+    sentinels) that must be closed with it."""
+
+    client: Redis
+    helpers: tuple[Redis, ...] = ()
+
+    async def aclose(self) -> None:
+        for client in (self.client, *self.helpers):
+            await client.aclose()
+
+
+def connect(cache: SessionCacheConfig) -> Connection:
     options: dict[str, Any] = {
         "socket_timeout": cache.socket_timeout_ms / 1000,
         "socket_connect_timeout": cache.connect_timeout_ms / 1000,
@@ -30,12 +43,13 @@ def connect(cache: SessionCacheConfig) -> Redis:
         return _sentinel(cache, url, {**options, "retry": reconnect_once()})
     if cache.cluster:
         cluster = RedisCluster.from_url(url, max_connections=cache.pool_size, **options)
-        return cast(Redis, cluster)  # same command surface as Redis for what the store uses
+        return Connection(cast(Redis, cluster))  # the store's commands work the same on both
     options["retry"] = reconnect_once()
     pool = BlockingConnectionPool.from_url(
         url, max_connections=cache.pool_size, timeout=cache.socket_timeout_ms / 1000, **options
     )
-    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
+    # The client owns the pool: closing it closes the connections.
+    return Connection(Redis.from_pool(pool))
 
 
 def reconnect_once() -> Retry:
@@ -87,11 +101,11 @@ def _address(host: str) -> tuple[str, int]:
     return host, SENTINEL_PORT  # a bare name, or a bare IPv6 address
 
 
-def _sentinel(cache: SessionCacheConfig, url: str, options: dict[str, Any]) -> Redis:
+def _sentinel(cache: SessionCacheConfig, url: str, options: dict[str, Any]) -> Connection:
     target = sentinel_target(url, cache.sentinels, cache.sentinel_master)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.addresses), sentinel_kwargs=dict(options), password=target.password,
         db=target.db, **options,
     )
-    master_client: Redis = sentinel.master_for(target.master, max_connections=cache.pool_size)
-    return master_client
+    master: Redis = sentinel.master_for(target.master, max_connections=cache.pool_size)
+    return Connection(master, tuple(sentinel.sentinels))

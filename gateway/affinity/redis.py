@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from gateway.affinity import scripts
 from gateway.affinity.base import Lookup, Pin, Pinned
 from gateway.affinity.breaker import Backoff, CircuitBreaker
-from gateway.affinity.connection import connect
+from gateway.affinity.connection import Connection, connect
 from gateway.affinity.memory import MemoryStore
 from gateway.config import RoutingConfig
 
@@ -52,11 +52,13 @@ class RedisStore:
         self.cap_per_bucket = max(1, math.ceil(routing.session_max_entries / self.buckets))
         self._cache_config = cache
         self._client = client
+        self._connection: Connection | None = None
         self.local = MemoryStore(
             routing.session_ttl_seconds, cache.local_cache_entries, routing.session_ttl_refresh
         )
         # Pins made or served while Redis was down, to publish when it is back.
         self._unsynced = MemoryStore(routing.session_ttl_seconds, cache.local_cache_entries)
+        self._publishing: dict[str, Pin] = {}  # taken from _unsynced, not yet in Redis
         cooldown = cache.breaker_cooldown_ms / 1000
         self.breaker = CircuitBreaker(Backoff(cooldown, cooldown * PROBE_CAP_COOLDOWNS))
         self._scripts: dict[str, AsyncScript] = {}
@@ -70,7 +72,8 @@ class RedisStore:
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = connect(self._cache_config)
+            self._connection = connect(self._cache_config)
+            self._client = self._connection.client
         for name in ("PIN", "REPIN", "TOUCH", "DELETE", "COUNT"):
             self._scripts[name] = self.client.register_script(getattr(scripts, name))
 
@@ -79,7 +82,9 @@ class RedisStore:
             self._flush.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flush
-        if self._client is not None:
+        if self._connection is not None:
+            await self._connection.aclose()
+        elif self._client is not None:
             await self._client.aclose()
 
     async def ping(self) -> bool:
@@ -96,7 +101,7 @@ class RedisStore:
     @property
     def pending(self) -> int:
         """Pins made or served during an outage that are not yet published."""
-        return len(self._unsynced)
+        return len(self._unsynced) + len(self._publishing)
 
     async def get(self, key: str) -> Lookup:
         if not self.breaker.allow():
@@ -124,11 +129,11 @@ class RedisStore:
 
     async def _republish(self, key: str) -> Lookup:
         """A pin made locally while Redis was down, not yet flushed, goes to Redis now."""
-        pending = self._unsynced.lookup(key)
+        pending = self._unsynced.lookup(key) or self._publishing.get(key)
         if pending is None:
             return Lookup(None)
         self._unsynced.remove(key)
-        return Lookup((await self.pin(key, pending)).pin)
+        return Lookup((await self.pin(key, pending)).pin)  # NX: racing the flush is harmless
 
     async def pin(self, key: str, pin: Pin) -> Pinned:
         if not self.breaker.allow():
@@ -206,9 +211,11 @@ class RedisStore:
         wins, so a pin another replica published first is adopted here instead)."""
         try:
             while batch := self._unsynced.drain(FLUSH_BATCH):
+                self._publishing = dict(batch)
                 results = await asyncio.gather(
                     *(self._publish(key, pin) for key, pin in batch), return_exceptions=True
                 )
+                self._publishing = {}
                 failed = [entry for entry, result in zip(batch, results, strict=True)
                           if isinstance(result, BaseException)]
                 for key, pin in failed:
@@ -217,6 +224,7 @@ class RedisStore:
                     self.breaker.failure()
                     return
         finally:
+            self._publishing = {}
             self._flush = None
 
     def debug_state(self) -> dict[str, Any]:
