@@ -118,6 +118,8 @@ def demo_config(
         },
         "upstream": {"max_retries": 1 if simulator_url is None else 0},
         "logging": {"level": "warning"},
+        # The demo stops its replicas itself, maybe mid-turn after a Ctrl-C: no long drain.
+        "server": {"drain_timeout_seconds": 2},
     }
 
 
