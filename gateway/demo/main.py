@@ -169,7 +169,8 @@ def _config(
     models = None if args.offline else demo_config.real_models(os.environ)
     if models is not None:
         keys = " and ".join(models.keys.values())
-        return demo_config.demo_config(models, cache), f"real providers (keys from {keys})"
+        line = f"real providers (keys from {keys}; --offline for the simulator)"
+        return demo_config.demo_config(models, cache), line
     simulator = processes.start_simulator(args.ttft_ms)
     config = demo_config.demo_config(demo_config.SIMULATED, cache, simulator.url)
     return config, f"offline: the simulator at {simulator.url} plays every model"
