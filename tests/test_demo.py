@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -20,7 +21,9 @@ import yaml
 
 from gateway.config import parse_config
 from gateway.demo import config as demo_config
+from gateway.demo import main as demo_main
 from gateway.demo.agent import TOOLS, USER_QUERY, AgentError, run_agent, tool_result
+from gateway.demo.runner import Processes
 from gateway.routing import BuiltinRouter, Turn
 from gateway.simulator.agent import Tool, next_call
 from tests.support import RedisServer, ThreadServer, gateway
@@ -142,6 +145,25 @@ def test_real_providers_follow_the_keys_that_are_set(
     config = parse_config(raw, environ=environ)
     assert {p.model for p in config.providers} == models
     assert demo_config.real_models({"OPENAI_API_KEY": ""}) is None
+
+
+def test_keys_in_the_environment_choose_real_providers_unless_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-looking")
+    processes = Processes(tmp_path)
+    args = argparse.Namespace(config=None, offline=False, ttft_ms=0.0)
+    try:
+        config, line = demo_main._config(args, None, {"type": "memory"}, processes)
+        assert line.startswith("real providers (keys from $OPENAI_API_KEY")
+        assert processes.children == []  # no simulator
+        assert all("base_url" not in p for p in config["model_providers"])
+        assert "sk-real-looking" not in yaml.safe_dump(config)
+        args.offline = True
+        config, line = demo_main._config(args, None, {"type": "memory"}, processes)
+        assert line.startswith("offline") and [c.name for c in processes.children] == ["simulator"]
+    finally:
+        processes.stop()
 
 
 def test_a_users_config_gets_the_demos_pin_store() -> None:
