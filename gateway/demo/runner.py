@@ -22,6 +22,7 @@ import httpx
 
 _START_TIMEOUT = 30.0  # seconds for a child to answer; a cold start on a slow machine is ~2 s
 _STOP_TIMEOUT = 10.0
+_GRACE = 1.0  # seconds to finish open requests before being told to stop at once
 _PORT_ATTEMPTS = 3  # another process may take a free port before the child binds it
 
 
@@ -76,17 +77,19 @@ class Processes:
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> list[str]:
         """Stop every child, newest first; the names of any that had to be killed."""
-        for child in reversed(self.children):
+        children = list(reversed(self.children))
+        for child in children:
             _signal(child, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        killed = []
-        for child in reversed(self.children):
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                killed.append(child.name)
-            # The whole group: anything a child started itself goes too.
-            _signal(child, signal.SIGKILL)
+        _wait_all(children, time.monotonic() + _GRACE)
+        # uvicorn waits for open requests after the first signal (an interrupted turn may
+        # still be in the simulator's time to first token); a SIGINT after it means "now".
+        for child in children:
+            if child.process.poll() is None:
+                _signal(child, signal.SIGINT)
+        _wait_all(children, time.monotonic() + timeout)
+        killed = [child.name for child in children if child.process.poll() is None]
+        for child in children:
+            _signal(child, signal.SIGKILL)  # the whole group: anything a child started goes too
             child.process.wait()
         self.children.clear()
         return killed
@@ -168,6 +171,14 @@ def _answers(client: httpx.Client, child: Child) -> bool:
         return client.get(f"{child.url}{child.ready}").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _wait_all(children: list[Child], deadline: float) -> None:
+    for child in children:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _signal(child: Child, signum: int) -> None:
