@@ -149,7 +149,11 @@ def _affinity_header() -> Schema:
 def _completion(summary: str, request: str, error: str) -> Schema:
     success = {"description": "The completion, whole or as a server-sent event stream", "content": {
         "application/json": {"schema": {"type": "object"}},
-        "text/event-stream": {"schema": {"type": "string"}},
+        # One schema per event (the fields of a server-sent event), as OpenAPI 3.2 reads it.
+        "text/event-stream": {"schema": {
+            "type": "object", "required": ["data"],
+            "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+        }},
     }}
     return {"post": {
         "summary": summary,
