@@ -23,10 +23,10 @@ from gateway.config import parse_config
 from gateway.demo import config as demo_config
 from gateway.demo import main as demo_main
 from gateway.demo.agent import TOOLS, USER_QUERY, AgentError, run_agent, tool_result
-from gateway.demo.runner import Processes
+from gateway.demo.runner import Processes, StartError
 from gateway.routing import BuiltinRouter, Turn
 from gateway.simulator.agent import Tool, next_call
-from tests.support import RedisServer, ThreadServer, gateway
+from tests.support import RedisServer, ThreadServer, gateway, wait_for
 
 SELECT, ANALYSE = demo_config.TOOL_SELECTION, demo_config.RESULT_ANALYSIS
 PLAN = ["get_db_benchmarks"] * 2 + ["get_case_studies"] * 2 + ["check_feature_support"] * 2
@@ -162,6 +162,46 @@ def test_keys_in_the_environment_choose_real_providers_unless_offline(
         args.offline = True
         config, line = demo_main._config(args, None, {"type": "memory"}, processes)
         assert line.startswith("offline") and [c.name for c in processes.children] == ["simulator"]
+    finally:
+        processes.stop()
+
+
+STUBBORN = (
+    "import signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print('up', grandchild.pid, flush=True); time.sleep(60)\n"
+)
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_stop_kills_what_will_not_stop_and_what_it_started(tmp_path: Path) -> None:
+    processes = Processes(tmp_path)
+    child = processes.spawn("stubborn", lambda port: [sys.executable, "-c", STUBBORN], None)
+    up = wait_for(lambda: re.search(r"up (\d+)", child.log.read_text()), timeout=20)
+    grandchild = int(up[1])
+    assert alive(grandchild)
+    assert processes.stop(timeout=0.2) == ["stubborn"]
+    assert child.process.returncode == -signal.SIGKILL and processes.children == []
+    # It went with its process group (SIGKILL lands asynchronously, hence the wait).
+    wait_for(lambda: not alive(grandchild), timeout=5, message="the grandchild survived")
+
+
+def test_a_child_that_cannot_start_is_reported_with_its_output(tmp_path: Path) -> None:
+    processes = Processes(tmp_path)
+    argv = [sys.executable, "-c", "import sys; print('no such thing'); sys.exit(3)"]
+    child = processes.spawn("broken", lambda port: argv, "/readyz")
+    try:
+        with pytest.raises(StartError, match=r"broken exited with 3:\nno such thing"):
+            processes.wait_ready(child)
     finally:
         processes.stop()
 
