@@ -18,6 +18,8 @@ standing in for nginx `return 200`):
   256 concurrent paced streams: all complete, longest silence inside a stream;
 - Redis commands per pinned request (`INFO commandstats` deltas); gateway RSS idle and after.
 
+BENCH_COMPARE=label=/other/checkout adds that checkout's gateway to every round.
+
 Prints a markdown table and writes loadtest/results/bench.md (and bench.json).
 """
 
@@ -41,6 +43,7 @@ from stack import (
     ROOT,
     Stack,
     command_stats,
+    cpu_seconds,
     exit_on_sigterm,
     free_port,
     gateway_config,
@@ -64,10 +67,15 @@ class Bench:
         self.m = Measurements(stream_events=STREAM_CHUNKS + 1, paced_shape=dict(PACED),
                               rounds=self.rounds)
         self.redis_port = 0
+        self.pids: dict[str, int] = {}  # server url -> pid, for CPU per request
         self.before: dict[str, int] = {}
 
     def load(self, url: str, **options: Any) -> dict[str, Any]:
-        """One load generator run, pinned to the load core; its JSON summary."""
+        """One load generator run, pinned to the load core; its JSON summary, with the CPU
+        time the server spent per request (interference from elsewhere on the machine lowers
+        requests/s but barely changes CPU per request)."""
+        pid = self.pids.get(url)
+        cpu = cpu_seconds(pid) if pid else 0.0
         argv = [sys.executable, str(HERE / "loadgen.py"), "--url", url + PATH]
         for name, value in options.items():
             flag = "--" + name.replace("_", "-")
@@ -82,6 +90,9 @@ class Bench:
         result: dict[str, Any] = orjson.loads(done.stdout)
         if result["errors"]:
             raise RuntimeError(f"load generator saw errors against {url}: {result}")
+        if pid:
+            served = max(1, result["requests"] + result["warmup"])
+            result["cpu_us"] = round((cpu_seconds(pid) - cpu) / served * 1e6, 1)
         return result
 
     def counted(self, url: str, **options: Any) -> dict[str, Any]:
@@ -109,6 +120,7 @@ class Bench:
             "upstream", [sys.executable, str(HERE / "upstream.py"), "--port", str(port)],
             self.load_cpu)
         self.stack.wait_tcp(process, "upstream", port)
+        self.pids[f"http://127.0.0.1:{port}"] = process.pid
         return f"http://127.0.0.1:{port}"
 
     def baseline(self, kind: str, upstream: str) -> str:
@@ -117,6 +129,7 @@ class Bench:
             sys.executable, str(HERE / "baseline.py"), kind, "--port", str(port),
             "--upstream", upstream], self.server_cpu)
         self.stack.wait_tcp(process, kind, port)
+        self.pids[f"http://127.0.0.1:{port}"] = process.pid
         return f"http://127.0.0.1:{port}"
 
     def run(self) -> Measurements:
@@ -127,6 +140,7 @@ class Bench:
                                 ("bench-model", "bench-large", "bench-coder"))
         gateway, process = self.stack.gateway("gateway", config, self.server_cpu)
         self.m.rss_idle = rss_mb(process.pid)
+        self.pids[gateway] = process.pid
         servers: list[tuple[str, str, dict[str, Any]]] = [
             ("direct", upstream, {}),
             ("empty Starlette", self.baseline("empty", upstream), {}),
@@ -134,6 +148,12 @@ class Bench:
             ("gateway, affinity off", gateway, {}),
             (GATEWAY, gateway, {"affinity": SESSIONS}),
         ]
+        for label, path in compared():
+            other, other_process = self.stack.gateway(
+                f"gateway-{label}", config, self.server_cpu, {"PYTHONPATH": path})
+            self.pids[other] = other_process.pid
+            servers += [(f"gateway [{label}], affinity off", other, {}),
+                        (f"gateway [{label}], affinity on", other, {"affinity": SESSIONS})]
         if "litellm" in os.environ.get("BENCH_PEERS", "").split(","):
             from litellm_peer import litellm_version, start_litellm
 
@@ -147,9 +167,9 @@ class Bench:
             for name, url, options in servers:
                 print(f"round {round_}/{self.rounds}: {name}", flush=True)
                 run = self.counted if name == GATEWAY else self.load
-                self.best(self.m.throughput, name, run(
-                    url, connections=16, duration=self.duration, warmup=0.5, **options),
-                    "rps", higher=True)
+                result = run(url, connections=16, duration=self.duration, warmup=0.5, **options)
+                self.best(self.m.throughput, name, result, "rps", higher=True)
+                self.m.cpu[name] = min(self.m.cpu.get(name, 1e9), result.get("cpu_us", 0.0))
                 self.best(self.m.single, name, run(
                     url, connections=1, duration=self.duration / 2, warmup=0.3, **options),
                     "p50_ms", higher=False)
@@ -177,6 +197,13 @@ class Bench:
             gateway, connections=PACED["connections"], requests_per_connection=1, duration=30,
             stream=True, chunks=PACED["chunks"], interval_ms=PACED["interval_ms"],
             affinity=SESSIONS)
+
+
+def compared() -> list[tuple[str, str]]:
+    """BENCH_COMPARE=label=/path/to/checkout[,...]: more gateways, each importing `gateway`
+    from that checkout, measured in the same rounds (to price a change against main)."""
+    pairs = [p.partition("=") for p in os.environ.get("BENCH_COMPARE", "").split(",") if p]
+    return [(label, str(Path(path).resolve())) for label, _, path in pairs]
 
 
 def machine() -> str:

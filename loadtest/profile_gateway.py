@@ -26,6 +26,28 @@ HERE = Path(__file__).resolve().parent
 TOP = 25
 
 
+def area(frame_file: str) -> str:
+    """Who does the work in a frame: a library, or a gateway module."""
+    frame_file = "/" + frame_file.lstrip("/")  # py-spy shortens site-packages paths
+    if "/gateway/" in frame_file:
+        return "gateway/" + frame_file.split("/gateway/", 1)[1]
+    for library in ("redis", "aiohttp", "prometheus_client", "starlette", "uvicorn", "asyncio",
+                    "multidict", "yarl", "httptools", "contextlib", "uuid"):
+        if f"/{library}/" in frame_file:
+            return library
+    return frame_file.rsplit("/", 1)[-1]
+
+
+def by_area(collapsed: Path) -> Counter[str]:
+    """Samples by the area of their innermost frame: where the CPU time is actually spent."""
+    areas: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.split(";")[-1]
+        areas[area(leaf.split(" (")[-1].rstrip(")").rsplit(":", 1)[0])] += int(count)
+    return areas
+
+
 def summarise(collapsed: Path) -> str:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
@@ -41,7 +63,9 @@ def summarise(collapsed: Path) -> str:
             own[frames[-1]] += samples
         for frame in set(frames):
             inclusive[frame] += samples
-    lines = [f"{total} samples", "", "self %  function"]
+    lines = [f"{total} samples", "", "self %  area (innermost frame)"]
+    lines += [f"{100 * n / total:6.1f}  {a}" for a, n in by_area(collapsed).most_common(TOP)]
+    lines += ["", "self %  function"]
     lines += [f"{100 * n / total:6.1f}  {f}" for f, n in own.most_common(TOP)]
     lines += ["", "incl %  function"]
     lines += [f"{100 * n / total:6.1f}  {f}" for f, n in inclusive.most_common(TOP * 2)]

@@ -99,6 +99,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def gateway_config(upstream: str, redis_url: str, model_ids: Sequence[str] = ()) -> dict[str, Any]:
     """Three models on one upstream and two routing preferences, pins in the given Redis."""
     small, large, coder = model_ids or ("gpt-4o-mini", "gpt-4o", "coder")
@@ -197,15 +203,15 @@ class Stack:
         self.wait_http(process, "simulator", f"{url}/healthz")
         return url, process
 
-    def gateway(self, name: str, config: dict[str, Any],
-                cpus: str | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    def gateway(self, name: str, config: dict[str, Any], cpus: str | None = None,
+                env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         port = free_port()
         process = self.spawn(name, [
             str(BIN / "affinity-gateway"), "serve", "--config", str(path), "--host", "127.0.0.1",
             "--port", str(port),
-        ], cpus)
+        ], cpus, env)
         url = f"http://127.0.0.1:{port}"
         self.wait_http(process, name, f"{url}/readyz")
         return url, process
