@@ -157,7 +157,10 @@ class Bench:
         if "litellm" in os.environ.get("BENCH_PEERS", "").split(","):
             from litellm_peer import litellm_version, start_litellm
 
-            servers.append(("LiteLLM", start_litellm(self.stack, upstream, self.server_cpu), {}))
+            print("starting LiteLLM", flush=True)
+            peer, peer_process = start_litellm(self.stack, upstream, self.server_cpu)
+            self.pids[peer] = peer_process.pid
+            servers.append(("LiteLLM", peer, {}))
             self.m.peers["LiteLLM"] = litellm_version()
         print(f"pinning {SESSIONS} sessions", flush=True)
         pinned = self.load(gateway, connections=16, requests_per_connection=SESSIONS // 16 + 1,

@@ -165,8 +165,9 @@ class Stack:
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
         return True
 
-    def wait_http(self, process: subprocess.Popen[bytes], name: str, url: str) -> None:
-        wait_until(lambda: self.alive(process, name) and http_ok(url), 30, name)
+    def wait_http(self, process: subprocess.Popen[bytes], name: str, url: str,
+                  timeout: float = 30) -> None:
+        wait_until(lambda: self.alive(process, name) and http_ok(url), timeout, name)
 
     def wait_tcp(self, process: subprocess.Popen[bytes], name: str, port: int) -> None:
         wait_until(lambda: self.alive(process, name) and tcp_open(port), 30, name)
