@@ -210,6 +210,10 @@ def openapi_document(config: Config) -> dict[str, Any]:
             "/healthz": _simple("Liveness", _ref("Status")),
             "/readyz": _simple("Readiness", _ref("Status")),
             "/metrics": _simple("Prometheus metrics", {"type": "string"}, "text/plain"),
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
+                "description": "The OpenAPI document",
+                "content": _json({"type": "object", "required": ["openapi", "paths"]}),
+            }}}},
         },
         "components": {"schemas": _schemas(config)},
     }

@@ -58,7 +58,7 @@ def test_every_route_of_the_app_is_documented_and_nothing_else() -> None:
         for path, operations in openapi_document(cfg)["paths"].items()
         for method in operations
     }
-    assert documented == served
+    assert documented == served | {("/openapi.json", "get")}
 
 
 def test_document_follows_the_config() -> None:
@@ -181,3 +181,10 @@ def test_live_responses_match_their_documented_schemas(replica: ThreadServer) ->
     check(httpx.post(f"{url}/v1/chat/completions", json={**chat, "model": "nope"}), 404, "Error")
     check(httpx.post(f"{url}/v1/chat/completions", json=chat, headers={"X-Model-Affinity": "a b"}),
           400, "Error")
+
+
+def test_the_replica_serves_its_document(replica: ThreadServer) -> None:
+    response = httpx.get(f"{replica.url}/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == openapi_document(config())  # upstream URLs are not in it
