@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -102,6 +103,28 @@ def test_pins_awaiting_publication_are_served_while_the_flush_runs(
     run(main())
 
 
+def test_the_local_copy_of_a_fixed_pin_expires_with_it(killable_redis: RedisServer) -> None:
+    async def main() -> float:
+        async with opened(routing(killable_redis.url, ttl=1)) as store:
+            key = pin_key("t", "s")
+            pinned = time.monotonic()
+            await store.pin(key, A)
+            while time.monotonic() - pinned < 0.8:  # hits do not extend a fixed TTL...
+                assert (await store.get(key)).pin == A
+                await asyncio.sleep(0.05)
+            killable_redis.kill()
+
+            async def lapsed() -> bool:
+                lookup = await store.get(key)
+                assert lookup.degraded
+                return lookup.pin is None
+
+            await eventually(lapsed, timeout=3)  # ...so neither does the replica's copy
+            return time.monotonic() - pinned
+
+    assert run(main()) < 1.5
+
+
 def test_concurrent_failures_do_not_stretch_the_backoff(killable_redis: RedisServer) -> None:
     async def main() -> None:
         async with opened(routing(killable_redis.url, breaker_cooldown_ms=200)) as store:
@@ -119,6 +142,37 @@ def test_concurrent_failures_do_not_stretch_the_backoff(killable_redis: RedisSer
 
             await eventually(recovered, timeout=5)
             assert timed(started) < 1.0  # one cooldown, not a backoff stretched by 50 failures
+
+    run(main())
+
+
+def test_a_hung_redis_costs_one_socket_timeout(killable_redis: RedisServer) -> None:
+    """SIGSTOP: connections stay open but nothing answers. The first calls wait out the
+    100 ms socket timeout; once the breaker opens, calls return at once."""
+    process = killable_redis.process
+    assert process is not None
+
+    async def main() -> None:
+        async with opened(routing(killable_redis.url, breaker_cooldown_ms=300)) as store:
+            keys = [pin_key("t", f"s{n}") for n in range(20)]
+            await asyncio.gather(*(store.pin(key, A) for key in keys))
+            process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.perf_counter()
+                first = await asyncio.gather(*(store.get(key) for key in keys))
+                assert all(lookup.degraded and lookup.pin == A for lookup in first)
+                assert timed(started) < 1.0
+                started = time.perf_counter()
+                for _ in range(200):
+                    assert (await store.get(keys[0])).degraded
+                assert timed(started) < 0.5  # at most a probe or two paid the timeout
+            finally:
+                process.send_signal(signal.SIGCONT)
+
+            async def recovered() -> bool:
+                return not (await store.get(keys[0])).degraded
+
+            await eventually(recovered, timeout=5)
 
     run(main())
 

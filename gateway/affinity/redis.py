@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -34,8 +35,14 @@ CLUSTER_BUCKETS = 16
 # Backoff between probes of a dead Redis is capped at this many cooldowns, so recovery is
 # noticed within seconds of Redis returning rather than the 30 s a plain cap would allow.
 PROBE_CAP_COOLDOWNS = 4
-FLUSH_BATCH = 64
+# Publishing after an outage takes a few slots at a time, leaving the rest to requests.
+FLUSH_BATCH = 8
 UNAVAILABLE = (RedisError, OSError)
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    """Redis did not answer this call, or the breaker did not let it try."""
 
 
 class RedisStore:
@@ -63,6 +70,7 @@ class RedisStore:
         self.breaker = CircuitBreaker(Backoff(cooldown, cooldown * PROBE_CAP_COOLDOWNS))
         self._scripts: dict[str, AsyncScript] = {}
         self._flush: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(cache.pool_size)
 
     @property
     def client(self) -> Redis:
@@ -104,21 +112,20 @@ class RedisStore:
         return len(self._unsynced) + len(self._publishing)
 
     async def get(self, key: str) -> Lookup:
-        if not self.breaker.allow():
-            return self._get_locally(key)
+        redis_key, index_key = self.keys(key)
         try:
             if self.refresh:
-                raw = await self._scripts["TOUCH"](keys=self.keys(key), args=[self.ttl_ms])
+                touch = self._scripts["TOUCH"]
+                raw = await self._redis(lambda: touch(keys=[redis_key, index_key],
+                                                      args=[self.ttl_ms]))
             else:
-                raw = await self.client.get(self.keys(key)[0])
-        except UNAVAILABLE:
-            self.breaker.failure()
+                raw = await self._redis(lambda: self.client.get(redis_key))
+        except Unavailable:
             return self._get_locally(key)
-        self._succeeded()
         if raw is None:
             return await self._republish(key)
         pin = Pin.decode(raw)
-        self.local.store(key, pin)
+        self._remember(key, pin)
         return Lookup(pin)
 
     def _get_locally(self, key: str) -> Lookup:
@@ -136,23 +143,26 @@ class RedisStore:
         return Lookup((await self.pin(key, pending)).pin)  # NX: racing the flush is harmless
 
     async def pin(self, key: str, pin: Pin) -> Pinned:
-        if not self.breaker.allow():
-            return self._pin_locally(key, pin)
         try:
-            result = await self._publish(key, pin)
-        except UNAVAILABLE:
-            self.breaker.failure()
+            return await self._publish(key, pin)
+        except Unavailable:
             return self._pin_locally(key, pin)
-        self._succeeded()
-        return result
 
     async def _publish(self, key: str, pin: Pin) -> Pinned:
-        created, raw, evicted = await self._scripts["PIN"](
-            keys=self.keys(key), args=[pin.encode(), self.ttl_ms, self.cap_per_bucket]
-        )
+        script = self._scripts["PIN"]
+        keys = self.keys(key)
+        args: list[str | int] = [pin.encode(), self.ttl_ms, self.cap_per_bucket]
+        created, raw, evicted = await self._redis(lambda: script(keys=keys, args=args))
         winner = Pin.decode(raw)
-        self.local.store(key, winner)
+        self._remember(key, winner)
         return Pinned(winner, created=bool(created), evicted=int(evicted))
+
+    def _remember(self, key: str, pin: Pin) -> None:
+        """Copy a pin into the fail-open cache. A hit on a pin already there leaves its local
+        expiry alone (a sliding one was slid by the lookup), so with a fixed TTL the copy does
+        not outlive the pin in Redis."""
+        if self.local.lookup(key) != pin:
+            self.local.store(key, pin)
 
     def _pin_locally(self, key: str, pin: Pin) -> Pinned:
         result = self.local.put(key, pin)
@@ -160,39 +170,47 @@ class RedisStore:
         return Pinned(result.pin, result.created, result.evicted, degraded=True)
 
     async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
-        if not self.breaker.allow():
-            return self._repin_locally(key, old, new)
+        script = self._scripts["REPIN"]
+        keys = self.keys(key)
+        args: list[str | int] = [old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket]
         try:
-            replaced, raw, evicted = await self._scripts["REPIN"](
-                keys=self.keys(key),
-                args=[old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket],
-            )
-        except UNAVAILABLE:
-            self.breaker.failure()
-            return self._repin_locally(key, old, new)
-        self._succeeded()
+            replaced, raw, evicted = await self._redis(lambda: script(keys=keys, args=args))
+        except Unavailable:
+            result = self.local.replace(key, old, new)
+            self._unsynced.store(key, result.pin)
+            return Pinned(result.pin, result.created, result.evicted, degraded=True)
         current = Pin.decode(raw)
-        self.local.store(key, current)
+        self._remember(key, current)
         return Pinned(current, created=bool(replaced), evicted=int(evicted))
-
-    def _repin_locally(self, key: str, old: Pin, new: Pin) -> Pinned:
-        result = self.local.replace(key, old, new)
-        self._unsynced.store(key, result.pin)
-        return Pinned(result.pin, result.created, result.evicted, degraded=True)
 
     async def delete(self, key: str) -> bool:
         """Fails open like the rest: with Redis down only the local copy goes."""
         removed = self.local.remove(key)
         self._unsynced.remove(key)
-        if not self.breaker.allow():
-            return removed
+        script, keys = self._scripts["DELETE"], self.keys(key)
         try:
-            deleted = await self._scripts["DELETE"](keys=self.keys(key))
-        except UNAVAILABLE:
-            self.breaker.failure()
+            return bool(await self._redis(lambda: script(keys=keys)))
+        except Unavailable:
             return removed
-        self._succeeded()
-        return bool(deleted)
+
+    async def _redis(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One Redis call behind the breaker, holding one of `pool_size` slots so that bursts
+        queue here instead of exhausting the connection pool (which would look like an
+        outage and trip the breaker)."""
+        was_open = self.breaker.open
+        if not self.breaker.allow():
+            raise Unavailable
+        async with self._slots:
+            if self.breaker.open and not was_open:
+                raise Unavailable  # Redis failed while this call waited for a slot
+            try:
+                result = await call()
+            except UNAVAILABLE as exc:
+                self.breaker.failure()
+                raise Unavailable from exc
+        if self.breaker.success() and self._flush is None:
+            self._flush = asyncio.ensure_future(self._publish_unsynced())
+        return result
 
     async def count(self) -> int:
         """Live pins across buckets; sampled for the gauge, never on the request path."""
@@ -201,10 +219,6 @@ class RedisStore:
             index_key = f"{self.prefix}:{{b{bucket}}}:idx"
             total += int(await self._scripts["COUNT"](keys=[index_key]))
         return total
-
-    def _succeeded(self) -> None:
-        if self.breaker.success() and self._flush is None:
-            self._flush = asyncio.ensure_future(self._publish_unsynced())
 
     async def _publish_unsynced(self) -> None:
         """After an outage: publish what this replica pinned or served meanwhile (first writer
@@ -217,11 +231,10 @@ class RedisStore:
                 )
                 self._publishing = {}
                 failed = [entry for entry, result in zip(batch, results, strict=True)
-                          if isinstance(result, BaseException)]
-                for key, pin in failed:
+                          if isinstance(result, Unavailable)]
+                for key, pin in failed:  # NX made any that did land harmless to resend
                     self._unsynced.store(key, pin)
                 if failed:
-                    self.breaker.failure()
                     return
         finally:
             self._publishing = {}
