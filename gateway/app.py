@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from gateway.dispatch import Dispatcher
 from gateway.endpoints import (
     AffinityAdmin,
     Completions,
+    Document,
     Health,
     MetricsEndpoint,
     Models,
@@ -30,6 +32,7 @@ from gateway.endpoints import (
 )
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.openapi import openapi_document
 from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
 from gateway.routing import BuiltinRouter, Router
 from gateway.routing.llm import LLMRouter
@@ -97,6 +100,7 @@ def create_app(config: Config) -> Starlette:
         Route("/healthz", Health(state, "live"), methods=["GET"]),
         Route("/readyz", Health(state, "ready"), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(metrics.render), methods=["GET"]),
+        Route("/openapi.json", Document(orjson.dumps(openapi_document(config))), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -113,6 +113,16 @@ class Health:
         await respond(send, 200 if ok else 503, body, [])
 
 
+class Document:
+    """A fixed JSON document (GET /openapi.json)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, self.body, [])
+
+
 class MetricsEndpoint:
     def __init__(self, render: Callable[[], bytes]) -> None:
         self.render = render
