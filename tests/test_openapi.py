@@ -138,7 +138,7 @@ PATTERN = jsonschema_rs.validator_for({"type": "string", "pattern": AFFINITY_ID_
 ID_ALPHABET = st.sampled_from("Aaz09._:@/+=- \n\t;é\u00a0%")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.text(ID_ALPHABET, max_size=140) | st.text(max_size=10))
 def test_affinity_pattern_agrees_with_the_gateway(affinity_id: str) -> None:
     assert PATTERN.is_valid(affinity_id) == gateway_accepts(affinity_id)
