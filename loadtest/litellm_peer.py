@@ -44,6 +44,8 @@ def start_litellm(stack: Stack, upstream: str, cpus: str) -> tuple[str, subproce
         "model_list": [{"model_name": "bench-model", "litellm_params": {
             "model": "openai/bench-model", "api_base": f"{upstream}/v1", "api_key": "sk-bench"}}],
         "litellm_settings": {"telemetry": False, "drop_params": True},
+        # No gateway key, as the gateway runs in the bench (on loopback only).
+        "general_settings": {"dangerously_permit_weak_or_unset_master_key": True},
     }))
     port = free_port()
     process = stack.spawn("litellm", [

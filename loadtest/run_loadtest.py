@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import RESULTS, ROOT, Stack, exit_on_sigterm, gateway_config
+from stack import RESULTS, ROOT, Stack, exit_on_sigterm, gateway_config, rss_mb
 
 REPLICAS = 3
 
@@ -32,7 +32,8 @@ def run() -> int:
         redis_port, _ = stack.redis()
         upstream, _ = stack.simulator()
         config = gateway_config(upstream, f"redis://127.0.0.1:{redis_port}/0")
-        replicas = [stack.gateway(f"gateway-{i}", config)[0] for i in range(REPLICAS)]
+        started = [stack.gateway(f"gateway-{i}", config) for i in range(REPLICAS)]
+        replicas = [url for url, _ in started]
         print(f"redis :{redis_port}, simulator {upstream}, replicas {' '.join(replicas)}",
               flush=True)
         command = [
@@ -44,11 +45,21 @@ def run() -> int:
         ]
         env = {**os.environ, "LOADTEST_HOSTS": ",".join(replicas[1:]),
                "LOADTEST_SUMMARY": str(summary)}
-        code = subprocess.call(command, env=env, cwd=ROOT)
+        locust = subprocess.Popen(command, env=env, cwd=ROOT)
+        # RSS once warmed up and again at the end: a long run (a soak) shows any growth.
+        try:
+            locust.wait(timeout=min(60.0, duration * 0.2))
+        except subprocess.TimeoutExpired:
+            pass
+        warm = [rss_mb(process.pid) for _, process in started]
+        code = locust.wait()
+        end = [rss_mb(process.pid) for _, process in started]
     if not summary.exists():
         print(f"locust exited with {code} and wrote no summary", file=sys.stderr)
         return code or 1
     result = orjson.loads(summary.read_bytes())
+    print("replica RSS MB, warmed up -> end: "
+          + ", ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(warm, end, strict=True)))
     print(f"reports: {RESULTS}/locust_stats.csv, {RESULTS}/locust.html")
     print(f"requests: {result['requests']}, failures: {result['failures']}")
     print(f"affinity violations: {result['violations']}")
