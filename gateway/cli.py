@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -98,12 +99,18 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.workers > 1:  # workers add up their metrics through files in a private directory
         metrics_dir = tempfile.mkdtemp(prefix="affinity-gateway-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
+    # uvicorn drains, then re-raises the SIGTERM it caught; a drained stop is a clean exit.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         _run_uvicorn(args, config, level)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run_uvicorn(args: argparse.Namespace, config: Config, level: str) -> None:

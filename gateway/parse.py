@@ -65,7 +65,7 @@ def parse_chat(raw: bytes, max_messages: int) -> ChatRequest:
     messages, requested, stream = _common(payload, max_messages)
     turns = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in OPENAI_ROLES:
+        if not isinstance(message, dict) or not _role_in(message, OPENAI_ROLES):
             raise BadRequest(
                 f"messages[{index}] must be an object with a role of "
                 "system, developer, user, assistant or tool",
@@ -86,7 +86,7 @@ def parse_messages(raw: bytes, max_messages: int) -> ChatRequest:
     if payload.get("system"):
         turns.append(Turn("system", _anthropic_text(payload["system"])))
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ANTHROPIC_ROLES:
+        if not isinstance(message, dict) or not _role_in(message, ANTHROPIC_ROLES):
             raise BadRequest(
                 f"messages[{index}] must be an object with a role of user or assistant",
                 param=f"messages[{index}].role", code="invalid_value",
@@ -102,6 +102,11 @@ def parse_messages(raw: bytes, max_messages: int) -> ChatRequest:
             continue
         turns.append(Turn(message["role"], _anthropic_text(content)))
     return ChatRequest(raw, payload, requested, stream, True, turns)
+
+
+def _role_in(message: dict[str, Any], roles: frozenset[str]) -> bool:
+    role = message.get("role")
+    return isinstance(role, str) and role in roles
 
 
 def _openai_text(content: Any) -> str:

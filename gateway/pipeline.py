@@ -4,6 +4,7 @@ pin), call the provider, respond. The steps live in their own modules; their ord
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.decider import Decider, Outcome
 from gateway.dispatch import Dispatcher, Served
-from gateway.errors import BadGateway, GatewayError, UpstreamError
+from gateway.errors import BadGateway, GatewayError, ServiceUnavailable, UpstreamError
 from gateway.http import header, read_body, respond, wait_for_disconnect
 from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
@@ -211,6 +212,15 @@ class Pipeline:
         watching = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
             await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The server is stopping past its drain time: end the stream in-band, not by a cut.
+            if not watching.done():
+                pumping.cancel()
+                closing = ServiceUnavailable("the gateway is shutting down", reason="shutdown")
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": api.stream_error(closing),
+                                "more_body": False})
+            raise
         finally:
             for task in (pumping, watching):
                 task.cancel()

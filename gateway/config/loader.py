@@ -65,6 +65,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError("", f"{path}: {problem}{where}") from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: nested too deeply") from None
     return parse_config(data if data is not None else {}, environ)
 
 

@@ -6,7 +6,9 @@ user sees one line that points into their file (`routing.session_ttl_seconds: ex
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -105,7 +107,8 @@ class Node:
             return default
         if isinstance(value, str):
             value = self.text(value, self.at(key)).strip()
-            value = int(value) if value.lstrip("-").isdigit() else value
+            with contextlib.suppress(ValueError):  # isdigit() admits "²"; int() does not
+                value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(self.at(key), f"expected an integer, got {describe(value)}")
         if not lo <= value <= hi:
@@ -152,7 +155,10 @@ class Node:
         match = _DURATION.match(self.text(value, self.at(key)))
         if match is None:
             raise ConfigError(self.at(key), f"expected a duration like 30s, got {value!r}")
-        millis = round(float(match.group("num")) * _UNIT_MS[match.group("unit")])
+        exact = float(match.group("num")) * _UNIT_MS[match.group("unit")]
+        if not math.isfinite(exact):
+            raise ConfigError(self.at(key), f"must be at most {hi} ms")
+        millis = round(exact)
         if not lo <= millis <= hi:
             raise ConfigError(self.at(key), f"must be between {lo} ms and {hi} ms, got {millis} ms")
         return millis

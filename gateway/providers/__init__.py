@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from gateway.config import ModelProvider
+from gateway.errors import BadGateway
 from gateway.providers import openai
 from gateway.providers.anthropic import (
     chat_to_messages_request,
@@ -20,7 +21,9 @@ from gateway.providers.anthropic import (
     messages_to_chat_request,
     messages_to_chat_response,
 )
+from gateway.providers.anthropic_errors import anthropic_error_body
 from gateway.providers.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
+from gateway.sse import encode_event
 
 ClientApi = Literal["openai", "anthropic"]
 
@@ -46,8 +49,17 @@ class Exchange:
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
-    return openai.UsageScanner()
+CUT_SHORT = "the upstream ended the stream before it was complete"
+
+
+def _openai_passthrough(model: str, include_usage: bool) -> StreamTranslator:
+    error = BadGateway(CUT_SHORT, reason="reset", code="upstream_stream_incomplete")
+    return openai.UsageScanner(b"data: [DONE]", encode_event(error.body()))
+
+
+def _anthropic_passthrough(model: str, include_usage: bool) -> StreamTranslator:
+    error = orjson.dumps(anthropic_error_body(502, CUT_SHORT))
+    return openai.UsageScanner(b"event: message_stop", encode_event(error, event="error"))
 
 
 def anthropic_headers(provider: ModelProvider) -> dict[str, str]:
@@ -79,14 +91,14 @@ EXCHANGES: dict[tuple[ClientApi, str], Exchange] = {
         headers=openai.request_headers,
         request_body=openai.chat_request_body,
         response_body=None,
-        stream=_passthrough_stream,
+        stream=_openai_passthrough,
     ),
     ("anthropic", "anthropic"): Exchange(
         path="/messages",
         headers=anthropic_headers,
         request_body=openai.chat_request_body,  # same rule: swap the model id, else forward bytes
         response_body=None,
-        stream=_passthrough_stream,
+        stream=_anthropic_passthrough,
     ),
     ("openai", "anthropic"): Exchange(
         path="/messages",

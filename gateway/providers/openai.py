@@ -25,19 +25,24 @@ def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str) -> byt
 
 
 class UsageScanner:
-    """Watches a passed-through stream for `usage` without parsing every chunk.
+    """Watches a passed-through stream for `usage` and for its proper end, without parsing
+    every chunk.
 
     OpenAI sends usage in the last chunk (with `stream_options.include_usage`), Anthropic in
     `message_start` and `message_delta`: keeping the head and the tail of the stream finds both.
+    A stream whose tail lacks the API's terminator (`[DONE]`, `message_stop`) was cut short
+    upstream; `close` then adds `cut_short`, an error event, so no client takes it for whole.
     """
 
-    __slots__ = ("_head", "_tail", "first_chunk")
+    __slots__ = ("_head", "_tail", "cut_short", "first_chunk", "terminator")
     LIMIT = 4096
 
-    def __init__(self) -> None:
+    def __init__(self, terminator: bytes, cut_short: bytes) -> None:
         self._head = b""
         self._tail = b""
         self.first_chunk = False
+        self.terminator = terminator
+        self.cut_short = cut_short
 
     def feed(self, chunk: bytes) -> bytes:
         self.first_chunk = True
@@ -47,7 +52,7 @@ class UsageScanner:
         return chunk
 
     def close(self) -> bytes:
-        return b""
+        return b"" if self.terminator in self._tail else self.cut_short
 
     @property
     def usage(self) -> dict[str, int] | None:
