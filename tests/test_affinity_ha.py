@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 import redis
 
@@ -305,24 +306,21 @@ def test_cluster_behind_two_gateway_replicas(
     cluster: list[RedisServer], simulator: ThreadServer
 ) -> None:
     config = three_models(simulator.url, cluster[1].url)
-    config["routing"]["session_cache"]["cluster"] = True
-    with gateway(config) as one, gateway(config) as two:
-        import httpx
-
-        with httpx.Client(timeout=10) as client:
-            for session in range(10):
-                models = set()
-                for turn in range(4):
-                    replica = (one, two)[(session + turn) % 2]
-                    response = client.post(
-                        f"{replica.url}/v1/chat/completions",
-                        json={"model": "gpt-4o-mini", "messages": [
-                            {"role": "user", "content": CODE if turn % 2 else REASON}]},
-                        headers={"X-Model-Affinity": f"cluster-{session}"},
-                    )
-                    assert response.status_code == 200
-                    expected = "new" if turn == 0 else "hit"
-                    assert response.headers["x-model-affinity-status"] == expected
-                    models.add(response.headers["x-gateway-model"])
-                assert len(models) == 1
+    config["routing"]["session_cache"].update(cluster=True, socket_timeout_ms=1000)
+    with gateway(config) as one, gateway(config) as two, httpx.Client(timeout=10) as client:
+        for session in range(10):
+            models = set()
+            for turn in range(4):
+                replica = (one, two)[(session + turn) % 2]
+                response = client.post(
+                    f"{replica.url}/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [
+                        {"role": "user", "content": CODE if turn % 2 else REASON}]},
+                    headers={"X-Model-Affinity": f"cluster-{session}"},
+                )
+                assert response.status_code == 200
+                expected = "new" if turn == 0 else "hit"
+                assert response.headers["x-model-affinity-status"] == expected
+                models.add(response.headers["x-gateway-model"])
+            assert len(models) == 1
     assert sum(int(node.command("DBSIZE")) for node in cluster) > 10

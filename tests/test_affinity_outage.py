@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,12 @@ def killable_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def roomy(config: dict[str, Any]) -> dict[str, Any]:
+    """A 1 s Redis socket timeout: a loaded machine must not make a live Redis look down."""
+    config["routing"]["session_cache"]["socket_timeout_ms"] = 1000
+    return config
 
 
 def timed(started: float) -> float:
@@ -153,7 +160,8 @@ def test_a_hung_redis_costs_one_socket_timeout(killable_redis: RedisServer) -> N
     assert process is not None
 
     async def main() -> None:
-        async with opened(routing(killable_redis.url, breaker_cooldown_ms=300)) as store:
+        config = routing(killable_redis.url, breaker_cooldown_ms=300, socket_timeout_ms=100)
+        async with opened(config) as store:
             keys = [pin_key("t", f"s{n}") for n in range(20)]
             await asyncio.gather(*(store.pin(key, A) for key in keys))
             process.send_signal(signal.SIGSTOP)
@@ -250,7 +258,7 @@ class Traffic:
 
 
 def test_redis_outage_under_traffic(simulator: ThreadServer, killable_redis: RedisServer) -> None:
-    config = three_models(simulator.url, killable_redis.url)
+    config = roomy(three_models(simulator.url, killable_redis.url))
     with gateway(config) as one, gateway(config) as two, ThreadPoolExecutor(6) as pool:
         traffic = Traffic([one, two])
         traffic.add(*(f"before-{n}" for n in range(30)))
@@ -313,7 +321,7 @@ def test_redis_outage_under_traffic(simulator: ThreadServer, killable_redis: Red
 def test_dropped_idle_connections_are_replaced(
     simulator: ThreadServer, killable_redis: RedisServer
 ) -> None:
-    config = three_models(simulator.url, killable_redis.url)
+    config = roomy(three_models(simulator.url, killable_redis.url))
     with gateway(config) as replica, httpx.Client(timeout=10) as client:
         traffic = Traffic([replica, replica])
         assert traffic.send(client, "idle-0", 0).affinity == "new"

@@ -27,6 +27,9 @@ C = Pin("openai/gpt-4o-mini", None)
 def routing(
     url: str, ttl: int = 600, cap: int = 10_000, refresh: bool = False, **cache: Any
 ) -> RoutingConfig:
+    # A roomy socket timeout unless a test is about timeouts: on a loaded 2-core machine the
+    # default 100 ms can lapse, which fails open (degraded), correctly but beside the point.
+    cache.setdefault("socket_timeout_ms", 1000)
     return RoutingConfig(
         session_ttl_seconds=ttl, session_max_entries=cap, session_ttl_refresh=refresh,
         session_cache=SessionCacheConfig(type="redis", url=url, **cache),
