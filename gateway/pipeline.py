@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from gateway.providers.anthropic_errors import anthropic_error_body
 from gateway.providers.openai import usage_of
 from gateway.sse import encode_event
 from gateway.types import Headers, Receive, Scope, Send
+
+logger = logging.getLogger("gateway.pipeline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class Pipeline:
         served: Served | None = None
         usage: dict[str, int] | None = None
         status = 500
+        responding = False  # once the response has begun, an error cannot become a status
         tenant: str | None = None
         self.metrics.inflight.inc()
         try:
@@ -130,6 +134,7 @@ class Pipeline:
                 served = await self.dispatcher.call(request, outcome.decision, api.name)
             headers = decision_headers(rid, outcome, served.provider.model)
             status = 200
+            responding = True
             if request.stream:
                 usage = await self._stream(served, request, api, headers, send, receive, started)
             else:
@@ -139,6 +144,14 @@ class Pipeline:
             model = served.provider.model if served else None
             extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
             await respond(send, status, api.error_body(error), decision_headers(rid, outcome, model) + extra)
+        except Exception:
+            # A bug, not a request problem: log it, answer in the API's envelope if still possible
+            # (without Starlette's error middleware on this path, nobody else would).
+            logger.exception("unhandled error in request %s", rid)
+            status = 500
+            if not responding:
+                internal = GatewayError("internal gateway error", code="internal_error")
+                await respond(send, 500, api.error_body(internal), decision_headers(rid, None, None))
         finally:
             if tenant is not None:
                 self.concurrency.release(tenant)

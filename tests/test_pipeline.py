@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.providers import EXCHANGES
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from gateway.types import Receive, Scope, Send
 from tests.configs import three_models
@@ -158,3 +160,19 @@ def test_routing_decision_endpoint_shares_pins(replica: ThreadServer) -> None:
     served = httpx.post(f"{replica.url}/v1/chat/completions", json=body,
                         headers={"X-Model-Affinity": "decide-1"})
     assert served.headers["x-gateway-model"] == "vllm/coder"
+
+
+def test_a_bug_is_a_500_envelope_not_a_traceback(
+    replica: ThreadServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+        raise RuntimeError("secret internals")
+
+    exchange = EXCHANGES[("openai", "openai")]
+    monkeypatch.setitem(EXCHANGES, ("openai", "openai"), dataclasses.replace(exchange, request_body=broken))
+    response = httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "secret internals" not in response.text and "Traceback" not in response.text
+    monkeypatch.undo()
+    assert httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD).status_code == 200
