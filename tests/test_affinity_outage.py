@@ -307,6 +307,12 @@ def test_redis_outage_under_traffic(simulator: ThreadServer, killable_redis: Red
         statuses = {r.affinity for r in replies if r.started > restarted + recovery}
         assert statuses <= {"hit", "new", "degraded"} and "hit" in statuses
 
+        # Each replica counted its degraded answers (the metric, not only the header).
+        for replica in (one, two):
+            exposition = httpx.get(f"{replica.url}/metrics").text
+            line = next(line for line in exposition.splitlines()
+                        if line.startswith('gateway_affinity_events_total{event="degraded"}'))
+            assert float(line.split()[-1]) > 0
         # The pins each replica saw during the outage were published: the other replica,
         # which never saw these sessions, now serves the same models.
         wait_for(lambda: int(killable_redis.command("DBSIZE")) >= len(traffic.sessions) + 1,

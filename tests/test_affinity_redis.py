@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import redis
 
 from gateway.affinity import Pin, pin_key
 from gateway.affinity.redis import RedisStore
 from gateway.config.schema import RoutingConfig, SessionCacheConfig
-from tests.support import RedisServer, run
+from tests.configs import CODE, REASON, three_models
+from tests.support import RedisServer, ThreadServer, gateway, run
 
 A = Pin("openai/gpt-4o", "complex_reasoning")
 B = Pin("vllm/coder", "code_generation")
@@ -303,6 +305,32 @@ def test_the_pinned_path_costs_one_command(redis_url: str, redis_server: RedisSe
 
     try:
         run(main())
+    finally:
+        monitor.close()
+
+
+def test_a_request_through_a_replica_costs_one_command_when_pinned(
+    redis_url: str, redis_server: RedisServer, simulator: ThreadServer
+) -> None:
+    monitor = Monitor(redis_server.port)
+    try:
+        with gateway(three_models(simulator.url, redis_url)) as replica, \
+                httpx.Client(base_url=replica.url, timeout=10) as client:
+
+            def turn(session: str, text: str) -> str:
+                response = client.post(
+                    "/v1/chat/completions", headers={"X-Model-Affinity": session},
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+                )
+                assert response.status_code == 200
+                return response.headers["x-model-affinity-status"]
+
+            assert turn("warm", CODE) == "new"  # connections open, scripts loaded
+            monitor.commands()
+            assert turn("one", CODE) == "new"
+            assert monitor.commands() == ["GET", "EVALSHA"]  # a miss, then get-or-pin
+            assert [turn("one", REASON if n % 2 else CODE) for n in range(10)] == ["hit"] * 10
+            assert monitor.commands() == ["GET"] * 10
     finally:
         monitor.close()
 
