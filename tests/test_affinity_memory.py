@@ -147,3 +147,17 @@ def test_bad_ids_are_rejected(raw: str) -> None:
 def test_good_ids_pass() -> None:
     for raw in ("x", "x" * 128, "user@example.com/sess:1+2=3-4_5.6"):
         assert validate_affinity_id(raw) == raw
+
+
+def test_drain_takes_live_pins_closest_to_expiry_first() -> None:
+    memory, clock = store(ttl=10)
+    run(memory.pin("lapsed", A))
+    clock.now += 5
+    for name in ("a", "b", "c"):
+        run(memory.pin(name, B))
+        clock.now += 1
+    clock.now += 1  # "lapsed" is past its TTL now
+    assert memory.drain(2) == [("a", B), ("b", B)]
+    assert memory.drain(5) == [("c", B)]
+    assert memory.drain(5) == []
+    assert run(memory.count()) == 0

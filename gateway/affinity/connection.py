@@ -11,7 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.config import SessionCacheConfig
 
@@ -56,7 +56,7 @@ def reconnect_once() -> Retry:
     """One immediate retry on a fresh connection when the pooled one turns out dead (Redis's
     `timeout`, CLIENT KILL, a proxy's idle cut). Timeouts are not retried: a hung Redis should
     cost one socket timeout, after which the breaker takes over."""
-    return Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 @dataclass(frozen=True, slots=True)
