@@ -156,7 +156,7 @@ def test_drain_takes_live_pins_closest_to_expiry_first() -> None:
     for name in ("a", "b", "c"):
         run(memory.pin(name, B))
         clock.now += 1
-    clock.now += 1  # "lapsed" is past its TTL now
+    clock.now += 3  # "lapsed" is past its TTL now; "a" has 4 s left
     assert memory.drain(2) == [("a", B), ("b", B)]
     assert memory.drain(5) == [("c", B)]
     assert memory.drain(5) == []
