@@ -8,10 +8,12 @@ non-zero when N > 0 or any request failed. Everything it starts, it stops (Ctrl-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import orjson
@@ -45,21 +47,28 @@ def run() -> int:
         ]
         env = {**os.environ, "LOADTEST_HOSTS": ",".join(replicas[1:]),
                "LOADTEST_SUMMARY": str(summary)}
+        begun = time.monotonic()
         locust = subprocess.Popen(command, env=env, cwd=ROOT)
-        # RSS once warmed up and again at the end: a long run (a soak) shows any growth.
+        # RSS once warmed up, half-way and at the end: a long run (a soak) shows growth, and
+        # whether it levels off (bounded caches filling) or keeps going (a leak).
+        samples: list[list[float]] = []
         try:
-            locust.wait(timeout=min(60.0, duration * 0.2))
-        except subprocess.TimeoutExpired:
-            pass
-        warm = [rss_mb(process.pid) for _, process in started]
-        code = locust.wait()
-        end = [rss_mb(process.pid) for _, process in started]
+            for moment in (min(60.0, duration * 0.2), duration * 0.5):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    locust.wait(timeout=max(0.0, moment - (time.monotonic() - begun)))
+                samples.append([rss_mb(process.pid) for _, process in started])
+            code = locust.wait()
+            samples.append([rss_mb(process.pid) for _, process in started])
+        finally:
+            if locust.poll() is None:  # interrupted: locust goes first, then the stack
+                locust.terminate()
+                locust.wait()
     if not summary.exists():
         print(f"locust exited with {code} and wrote no summary", file=sys.stderr)
         return code or 1
     result = orjson.loads(summary.read_bytes())
-    print("replica RSS MB, warmed up -> end: "
-          + ", ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(warm, end, strict=True)))
+    print("replica RSS MB, warmed up -> half-way -> end: " + ", ".join(
+        " -> ".join(f"{mb:.1f}" for mb in replica) for replica in zip(*samples, strict=True)))
     print(f"reports: {RESULTS}/locust_stats.csv, {RESULTS}/locust.html")
     print(f"requests: {result['requests']}, failures: {result['failures']}")
     print(f"affinity violations: {result['violations']}")
