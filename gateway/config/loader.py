@@ -335,7 +335,7 @@ def _session_cache(routing: Node) -> SessionCacheConfig:
         cluster=node.boolean("cluster", False),
         sentinel_master=master,
         sentinels=sentinels,
-        socket_timeout_ms=node.integer("socket_timeout_ms", 100, 1, 60_000),
+        socket_timeout_ms=node.integer("socket_timeout_ms", 250, 1, 60_000),
         connect_timeout_ms=node.integer("connect_timeout_ms", 500, 1, 60_000),
         pool_size=node.integer("pool_size", 64, 1, 10_000),
         local_cache_entries=node.integer("local_cache_entries", 10_000, 1, MEMORY_STORE_MAX),

@@ -49,7 +49,7 @@ class SessionCacheConfig:
     cluster: bool = False
     sentinel_master: str | None = None
     sentinels: tuple[str, ...] = ()
-    socket_timeout_ms: int = 100
+    socket_timeout_ms: int = 250
     connect_timeout_ms: int = 500
     pool_size: int = 64
     local_cache_entries: int = 10_000
