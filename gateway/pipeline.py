@@ -89,7 +89,7 @@ class Pipeline:
         self.decider = decider
         self.dispatcher = dispatcher
         self.metrics = metrics
-        self.access = AccessLog()
+        self.access = AccessLog(config.logging.format)
         self.concurrency = TenantConcurrency(config.limits.max_concurrent_per_tenant)
 
     def admit(self, scope: Scope) -> str:
