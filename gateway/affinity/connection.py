@@ -1,37 +1,117 @@
-"""Building the Redis client for a single server, Sentinel, or Cluster."""
+"""The commands the store sends, over the client that suits the deployment: a single server
+gets the pipelined `RespClient`; Sentinel and Cluster (and URL options it does not know) get
+redis-py."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import RedisSSLContext, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.affinity import scripts
+from gateway.affinity.resp import Address, RespClient
 from gateway.config import SessionCacheConfig
 
 SENTINEL_PORT = 26379
+# URL options the pipelined client honours; any other sends the URL to redis-py.
+RESP_URL_OPTIONS = frozenset({
+    "host", "port", "path", "db", "username", "password", "connection_class",
+    "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile",
+    "ssl_check_hostname", "ssl_password",
+})
 
 
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """The client the store talks to, and the clients behind it (a Sentinel deployment's
-    sentinels) that must be closed with it."""
+class Commands(Protocol):
+    """What the store asks of Redis. Errors: `redis.exceptions.RedisError` or `OSError`."""
 
-    client: Redis
-    helpers: tuple[Redis, ...] = ()
+    # A connection pool: the store bounds concurrent calls to its size (else it runs dry).
+    pooled: bool
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def script(
+        self, name: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+    ) -> Any: ...
+
+    async def ping(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class PooledCommands:
+    """redis-py's client, and the clients behind it (a Sentinel deployment's sentinels) that
+    must be closed with it."""
+
+    pooled = True
+
+    def __init__(self, client: Redis, helpers: tuple[Redis, ...] = ()) -> None:
+        self.client = client
+        self.helpers = helpers
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(source) for name, source in scripts.sources().items()
+        }
+
+    async def get(self, key: str) -> bytes | None:
+        return cast("bytes | None", await self.client.get(key))
+
+    async def script(
+        self, name: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+    ) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
 
     async def aclose(self) -> None:
         for client in (self.client, *self.helpers):
             await client.aclose()
 
 
-def connect(cache: SessionCacheConfig) -> Connection:
+def connect(cache: SessionCacheConfig) -> Commands:
+    url = cache.url or ""
+    if not (url.startswith("redis+sentinel://") or cache.sentinels or cache.cluster):
+        address = resp_address(url)
+        if address is not None:
+            return RespClient(
+                address, cache.socket_timeout_ms / 1000, cache.connect_timeout_ms / 1000,
+                limit=cache.pool_size, scripts=scripts.sources(),
+            )
+    return PooledCommands(*_redis_py(cache))
+
+
+def resp_address(url: str) -> Address | None:
+    """Where the pipelined client connects for a single-server URL (`redis://`, `rediss://`,
+    `unix://`), read as redis-py reads it; None when the URL asks for more than it does."""
+    options: Mapping[str, Any] = parse_url(url)
+    if not options.keys() <= RESP_URL_OPTIONS:
+        return None
+    context = None
+    if options.get("connection_class") is SSLConnection:
+        context = RedisSSLContext(  # redis-py's defaults: verify the certificate and the host
+            keyfile=options.get("ssl_keyfile"), certfile=options.get("ssl_certfile"),
+            cert_reqs=options.get("ssl_cert_reqs", "required"),
+            ca_certs=options.get("ssl_ca_certs"), ca_path=options.get("ssl_ca_path"),
+            check_hostname=options.get("ssl_check_hostname", True),
+            password=options.get("ssl_password"),
+        ).get()
+    return Address(
+        host=options.get("host", "localhost"), port=int(options.get("port", 6379)),
+        path=options.get("path"), ssl=context, username=options.get("username"),
+        password=options.get("password"), db=int(options.get("db", 0)),
+    )
+
+
+def _redis_py(cache: SessionCacheConfig) -> tuple[Redis, tuple[Redis, ...]]:
     options: dict[str, Any] = {
         "socket_timeout": cache.socket_timeout_ms / 1000,
         "socket_connect_timeout": cache.connect_timeout_ms / 1000,
@@ -43,13 +123,13 @@ def connect(cache: SessionCacheConfig) -> Connection:
         return _sentinel(cache, url, {**options, "retry": reconnect_once()})
     if cache.cluster:
         cluster = RedisCluster.from_url(url, max_connections=cache.pool_size, **options)
-        return Connection(cast(Redis, cluster))  # the store's commands work the same on both
+        return cast(Redis, cluster), ()  # the store's commands work the same on both
     options["retry"] = reconnect_once()
     pool = BlockingConnectionPool.from_url(
         url, max_connections=cache.pool_size, timeout=cache.socket_timeout_ms / 1000, **options
     )
     # The client owns the pool: closing it closes the connections.
-    return Connection(Redis.from_pool(pool))
+    return Redis.from_pool(pool), ()
 
 
 def reconnect_once() -> Retry:
@@ -101,11 +181,13 @@ def _address(host: str) -> tuple[str, int]:
     return host, SENTINEL_PORT  # a bare name, or a bare IPv6 address
 
 
-def _sentinel(cache: SessionCacheConfig, url: str, options: dict[str, Any]) -> Connection:
+def _sentinel(
+    cache: SessionCacheConfig, url: str, options: dict[str, Any]
+) -> tuple[Redis, tuple[Redis, ...]]:
     target = sentinel_target(url, cache.sentinels, cache.sentinel_master)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.addresses), sentinel_kwargs=dict(options), password=target.password,
         db=target.db, **options,
     )
     master: Redis = sentinel.master_for(target.master, max_connections=cache.pool_size)
-    return Connection(master, tuple(sentinel.sentinels))
+    return master, tuple(sentinel.sentinels)

@@ -21,13 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from gateway.affinity import scripts
 from gateway.affinity.base import Lookup, Pin, Pinned
 from gateway.affinity.breaker import Backoff, CircuitBreaker
-from gateway.affinity.connection import Connection, connect
+from gateway.affinity.connection import Commands, PooledCommands, connect
 from gateway.affinity.memory import MemoryStore
 from gateway.config import RoutingConfig
 
@@ -39,6 +37,7 @@ PROBE_CAP_COOLDOWNS = 4
 FLUSH_BATCH = 8
 UNAVAILABLE = (RedisError, OSError)
 T = TypeVar("T")
+Args = tuple[str | int, ...]
 
 
 class Unavailable(Exception):
@@ -58,8 +57,7 @@ class RedisStore:
         self.buckets = CLUSTER_BUCKETS if cache.cluster else 1
         self.cap_per_bucket = max(1, math.ceil(routing.session_max_entries / self.buckets))
         self._cache_config = cache
-        self._client = client
-        self._connection: Connection | None = None
+        self._commands: Commands | None = PooledCommands(client) if client is not None else None
         self.local = MemoryStore(
             routing.session_ttl_seconds, cache.local_cache_entries, routing.session_ttl_refresh
         )
@@ -68,36 +66,30 @@ class RedisStore:
         self._publishing: dict[str, Pin] = {}  # taken from _unsynced, not yet in Redis
         cooldown = cache.breaker_cooldown_ms / 1000
         self.breaker = CircuitBreaker(Backoff(cooldown, cooldown * PROBE_CAP_COOLDOWNS))
-        self._scripts: dict[str, AsyncScript] = {}
         self._flush: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(cache.pool_size)
 
     @property
-    def client(self) -> Redis:
-        if self._client is None:
+    def commands(self) -> Commands:
+        if self._commands is None:
             raise RuntimeError("RedisStore used before open()")
-        return self._client
+        return self._commands
 
     async def open(self) -> None:
-        if self._client is None:
-            self._connection = connect(self._cache_config)
-            self._client = self._connection.client
-        for name in ("PIN", "REPIN", "TOUCH", "DELETE", "COUNT"):
-            self._scripts[name] = self.client.register_script(getattr(scripts, name))
+        if self._commands is None:
+            self._commands = connect(self._cache_config)
 
     async def close(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flush
-        if self._connection is not None:
-            await self._connection.aclose()
-        elif self._client is not None:
-            await self._client.aclose()
+        if self._commands is not None:
+            await self._commands.aclose()
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
+            return await self.commands.ping()
         except UNAVAILABLE:
             return False
 
@@ -113,13 +105,13 @@ class RedisStore:
 
     async def get(self, key: str) -> Lookup:
         redis_key, index_key = self.keys(key)
+        commands = self.commands
         try:
             if self.refresh:
-                touch = self._scripts["TOUCH"]
-                raw = await self._redis(lambda: touch(keys=[redis_key, index_key],
-                                                      args=[self.ttl_ms]))
+                raw = await self._redis(
+                    commands.script, "TOUCH", (redis_key, index_key), (self.ttl_ms,))
             else:
-                raw = await self._redis(lambda: self.client.get(redis_key))
+                raw = await self._redis(commands.get, redis_key)
         except Unavailable:
             return self._get_locally(key)
         if raw is None:
@@ -149,10 +141,9 @@ class RedisStore:
             return self._pin_locally(key, pin)
 
     async def _publish(self, key: str, pin: Pin) -> Pinned:
-        script = self._scripts["PIN"]
-        keys = self.keys(key)
-        args: list[str | int] = [pin.encode(), self.ttl_ms, self.cap_per_bucket]
-        created, raw, evicted = await self._redis(lambda: script(keys=keys, args=args))
+        args: Args = (pin.encode(), self.ttl_ms, self.cap_per_bucket)
+        created, raw, evicted = await self._redis(
+            self.commands.script, "PIN", self.keys(key), args)
         winner = Pin.decode(raw)
         self._remember(key, winner)
         return Pinned(winner, created=bool(created), evicted=int(evicted))
@@ -170,11 +161,10 @@ class RedisStore:
         return Pinned(result.pin, result.created, result.evicted, degraded=True)
 
     async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
-        script = self._scripts["REPIN"]
-        keys = self.keys(key)
-        args: list[str | int] = [old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket]
+        args: Args = (old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket)
         try:
-            replaced, raw, evicted = await self._redis(lambda: script(keys=keys, args=args))
+            replaced, raw, evicted = await self._redis(
+                self.commands.script, "REPIN", self.keys(key), args)
         except Unavailable:
             result = self.local.replace(key, old, new)
             self._unsynced.store(key, result.pin)
@@ -187,27 +177,29 @@ class RedisStore:
         """Fails open like the rest: with Redis down only the local copy goes."""
         removed = self.local.remove(key)
         self._unsynced.remove(key)
-        script, keys = self._scripts["DELETE"], self.keys(key)
         try:
-            return bool(await self._redis(lambda: script(keys=keys)))
+            return bool(await self._redis(self.commands.script, "DELETE", self.keys(key), ()))
         except Unavailable:
             return removed
 
-    async def _redis(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One Redis call behind the breaker, holding one of `pool_size` slots so that bursts
-        queue here instead of exhausting the connection pool (which would look like an
-        outage and trip the breaker)."""
+    async def _redis(self, command: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One Redis command behind the breaker. Through a connection pool it holds one of
+        `pool_size` slots, so that bursts queue here instead of exhausting the pool (which
+        would look like an outage and trip the breaker); the pipelined client bounds itself."""
         was_open = self.breaker.open
         if not self.breaker.allow():
             raise Unavailable
-        async with self._slots:
-            if self.breaker.open and not was_open:
-                raise Unavailable  # Redis failed while this call waited for a slot
-            try:
-                result = await call()
-            except UNAVAILABLE as exc:
-                self.breaker.failure()
-                raise Unavailable from exc
+        try:
+            if not self.commands.pooled:
+                result = await command(*args)
+            else:
+                async with self._slots:
+                    if self.breaker.open and not was_open:
+                        raise Unavailable  # Redis failed while this call waited for a slot
+                    result = await command(*args)
+        except UNAVAILABLE as exc:
+            self.breaker.failure()
+            raise Unavailable from exc
         if self.breaker.success() and self._flush is None:
             self._flush = asyncio.ensure_future(self._publish_unsynced())
         return result
@@ -217,7 +209,7 @@ class RedisStore:
         total = 0
         for bucket in range(self.buckets):
             index_key = f"{self.prefix}:{{b{bucket}}}:idx"
-            total += int(await self._scripts["COUNT"](keys=[index_key]))
+            total += int(await self.commands.script("COUNT", (index_key,), ()))
         return total
 
     async def _publish_unsynced(self) -> None:

@@ -90,3 +90,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
 )
+
+
+def sources() -> dict[str, str]:
+    """Every script by the name the store calls it by."""
+    return {"PIN": PIN, "REPIN": REPIN, "TOUCH": TOUCH, "DELETE": DELETE, "COUNT": COUNT}

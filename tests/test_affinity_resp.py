@@ -1,0 +1,459 @@
+"""The pipelined RESP client: replies in order under concurrency, AUTH/SELECT, unix sockets and
+TLS from the URL, per-command timeouts, one retry on a fresh connection, the in-flight bound,
+cancellation, clean close; and which client a URL gets."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ResponseError
+
+from gateway.affinity import Pin, pin_key
+from gateway.affinity.connection import PooledCommands, connect, resp_address
+from gateway.affinity.redis import RedisStore
+from gateway.affinity.resp import Address, RespClient
+from gateway.affinity.scripts import sources
+from gateway.config.schema import SessionCacheConfig
+from tests.support import RedisServer, free_port, run
+from tests.test_affinity_redis import A, opened, routing
+
+
+def client(address: Address, timeout: float = 1.0, limit: int = 64) -> RespClient:
+    return RespClient(address, timeout, 1.0, limit, sources())
+
+
+def local(port: int, **options: Any) -> Address:
+    return Address("127.0.0.1", port, **options)
+
+
+def our_connections(server: RedisServer) -> int:
+    """Clients connected to the server, besides the one asking."""
+    return len(str(server.command("CLIENT", "LIST")).strip().splitlines()) - 1
+
+
+# --- against a real redis-server --------------------------------------------------------------
+
+
+def test_concurrent_commands_share_one_connection_and_get_their_own_replies(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    for n in range(300):
+        redis_server.command("SET", f"k{n}", f"v{n}")
+
+    async def main() -> None:
+        resp = client(local(redis_server.port))
+        try:
+            keys = [f"k{n % 300}" if n % 7 else f"missing-{n}" for n in range(3000)]
+            replies = await asyncio.gather(*(resp.get(key) for key in keys))
+            assert replies == [None if key.startswith("missing") else
+                               f"v{key[1:]}".encode() for key in keys]
+            assert our_connections(redis_server) == 1
+            assert await resp.ping()
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                redis_server.command("LPUSH", "list", "x")
+                await resp.get("list")
+            assert await resp.get("k1") == b"v1"  # an error reply leaves the stream in step
+        finally:
+            await resp.aclose()
+        assert our_connections(redis_server) == 0
+
+    run(main())
+
+
+def test_auth_and_db_from_the_url() -> None:
+    server = RedisServer().start()
+    try:
+        server.command("CONFIG", "SET", "requirepass", "s3cr:t@")
+        inspector = redis.Redis(port=server.port, password="s3cr:t@", db=3)
+        config = routing(f"redis://:s3cr%3At%40@127.0.0.1:{server.port}/3")
+
+        async def main() -> None:
+            async with opened(config) as store:
+                assert (await store.pin(pin_key("t", "s"), A)).created
+                assert (await store.get(pin_key("t", "s"))).pin == A
+            async with opened(routing(f"redis://:wrong@127.0.0.1:{server.port}/3")) as bad:
+                assert not await bad.ping()
+                assert (await bad.get(pin_key("t", "s"))).degraded
+
+        run(main())
+        assert inspector.dbsize() == 2  # the pin and its index, in db 3
+        inspector.close()
+    finally:
+        server.stop()
+
+
+def test_acl_user_from_the_url(redis_server: RedisServer) -> None:
+    redis_server.command("ACL", "SETUSER", "gw", "on", ">pw", "~*", "+@all")
+    try:
+        async def main() -> None:
+            resp = client(local(redis_server.port, username="gw", password="pw"))
+            try:
+                assert await resp.ping()
+                assert await resp.execute(b"ACL", b"WHOAMI") == b"gw"
+            finally:
+                await resp.aclose()
+
+        run(main())
+    finally:
+        redis_server.command("ACL", "DELUSER", "gw")
+
+
+def test_unix_socket_url(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(None, "--unixsocket", str(sock), "--unixsocketperm", "700").start()
+    try:
+        async def main() -> None:
+            async with opened(routing(f"unix://{sock}?db=2")) as store:
+                assert isinstance(store.commands, RespClient)
+                assert (await store.pin(pin_key("t", "s"), A)).created
+                assert (await store.get(pin_key("t", "s"))).pin == A
+
+        run(main())
+        assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 2
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a server certificate for 127.0.0.1 signed by it, made with openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return folder
+
+
+def test_tls_url_verifies_the_server(certificates: Path) -> None:
+    tls_port = free_port()
+    server = RedisServer(
+        None, "--tls-port", str(tls_port), "--tls-cert-file", str(certificates / "server.pem"),
+        "--tls-key-file", str(certificates / "server.key"),
+        "--tls-ca-cert-file", str(certificates / "ca.pem"), "--tls-auth-clients", "no",
+    ).start()
+    base = f"rediss://127.0.0.1:{tls_port}/0"
+    try:
+        async def main() -> None:
+            async with opened(routing(f"{base}?ssl_ca_certs={certificates / 'ca.pem'}")) as store:
+                assert isinstance(store.commands, RespClient)
+                assert (await store.pin(pin_key("t", "s"), A)).created
+                assert (await store.get(pin_key("t", "s"))).pin == A
+            # Verified by default: a server certificate from an unknown CA is refused.
+            async with opened(routing(base)) as untrusting:
+                assert not await untrusting.ping()
+
+        run(main())
+        assert int(server.command("DBSIZE")) == 2
+    finally:
+        server.stop()
+
+
+def test_a_hung_server_costs_one_timeout_then_the_client_reconnects() -> None:
+    server = RedisServer().start()
+    process = server.process
+    assert process is not None
+
+    async def main() -> None:
+        resp = client(local(server.port), timeout=0.2)
+        try:
+            assert await resp.ping()
+            process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.perf_counter()
+                results = await asyncio.gather(*(resp.get(f"k{n}") for n in range(50)),
+                                               return_exceptions=True)
+                elapsed = time.perf_counter() - started
+                # Every command in flight fails together after one timeout, none retried.
+                assert all(isinstance(result, TimeoutError) for result in results)
+                assert 0.19 <= elapsed < 0.6
+            finally:
+                process.send_signal(signal.SIGCONT)
+            assert await resp.ping()  # on a fresh connection
+            assert await resp.get("k0") is None
+        finally:
+            await resp.aclose()
+        await eventually_no_clients(server)
+
+    try:
+        run(main())
+    finally:
+        server.stop()
+
+
+async def eventually_no_clients(server: RedisServer) -> None:
+    deadline = time.monotonic() + 5
+    while our_connections(server):
+        assert time.monotonic() < deadline, "connections left open"
+        await asyncio.sleep(0.01)
+
+
+def test_a_killed_connection_is_replaced(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        resp = client(local(redis_server.port))
+        try:
+            assert await resp.ping()
+            redis_server.command("CLIENT", "KILL", "TYPE", "normal")
+            assert await resp.ping()
+            assert our_connections(redis_server) == 1
+        finally:
+            await resp.aclose()
+
+    run(main())
+
+
+def test_a_script_missing_from_redis_is_sent_whole(redis_url: str,
+                                                   redis_server: RedisServer) -> None:
+    async def main() -> None:
+        async with opened(routing(redis_url)) as store:
+            await store.pin(pin_key("t", "a"), A)
+            redis_server.command("SCRIPT", "FLUSH")  # a restarted or failed-over Redis
+            pinned = await store.pin(pin_key("t", "b"), A)
+            assert (pinned.created, pinned.pin) == (True, A)
+            assert await store.count() == 2
+
+    run(main())
+
+
+# --- against a scripted fake server -----------------------------------------------------------
+
+
+class Fake:
+    """A TCP server in the test's loop that reads RESP commands and does what `behave` says."""
+
+    def __init__(self, behave: Callable[[Fake, asyncio.StreamReader, asyncio.StreamWriter],
+                                        Awaitable[None]]) -> None:
+        self.behave = behave
+        self.connections = 0
+        self.commands: list[list[bytes]] = []
+        self.release = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Fake:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            await self.behave(self, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def command(self, reader: asyncio.StreamReader) -> list[bytes]:
+        count = int((await reader.readline())[1:])
+        args = []
+        for _ in range(count):
+            size = int((await reader.readline())[1:])
+            args.append((await reader.readexactly(size + 2))[:-2])
+        self.commands.append(args)
+        return args
+
+
+async def echo(fake: Fake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads commands as they come; answers each GET with its key, in order, once released."""
+    backlog: list[bytes] = []
+
+    def answer(key: bytes) -> None:
+        writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def flush() -> None:
+        await fake.release.wait()
+        for key in backlog:
+            answer(key)
+
+    flusher = asyncio.ensure_future(flush())
+    try:
+        while True:
+            key = (await fake.command(reader))[1]
+            if flusher.done():
+                answer(key)
+            else:
+                backlog.append(key)
+    finally:
+        flusher.cancel()
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.005)
+
+
+def test_commands_in_flight_are_bounded() -> None:
+    async def main() -> None:
+        async with Fake(echo) as fake:
+            resp = client(local(fake.port), timeout=5, limit=4)
+            try:
+                calls = [asyncio.ensure_future(resp.get(f"k{n}")) for n in range(20)]
+                await wait_until(lambda: len(fake.commands) == 4)
+                await asyncio.sleep(0.05)  # room for a wrongly sent fifth to arrive
+                assert len(fake.commands) == 4
+                fake.release.set()
+                assert await asyncio.gather(*calls) == [f"k{n}".encode() for n in range(20)]
+                assert fake.connections == 1
+            finally:
+                await resp.aclose()
+
+    run(main())
+
+
+def test_a_cancelled_caller_does_not_shift_the_replies() -> None:
+    async def main() -> None:
+        async with Fake(echo) as fake:
+            resp = client(local(fake.port), timeout=5, limit=2)
+            try:
+                first = asyncio.ensure_future(resp.get("first"))
+                queued = [asyncio.ensure_future(resp.get(f"q{n}")) for n in range(3)]
+                await wait_until(lambda: len(fake.commands) == 2)
+                first.cancel()
+                queued[1].cancel()  # waiting for room: it must not take any
+                fake.release.set()
+                assert await queued[0] == b"q0"
+                assert await queued[2] == b"q2"
+                assert await resp.get("after") == b"after"
+                assert [args[1] for args in fake.commands] == [b"first", b"q0", b"q2", b"after"]
+            finally:
+                await resp.aclose()
+
+    run(main())
+
+
+def test_one_retry_on_a_fresh_connection() -> None:
+    async def drop_first(fake: Fake, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        await fake.command(reader)
+        if fake.connections == 1:
+            return  # hang up without answering
+        writer.write(b"+PONG\r\n")
+        await fake.command(reader)
+
+    async def always_drop(fake: Fake, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        await fake.command(reader)
+
+    async def main() -> None:
+        async with Fake(drop_first) as fake:
+            resp = client(local(fake.port))
+            try:
+                assert await resp.ping()
+                assert fake.connections == 2
+            finally:
+                await resp.aclose()
+        async with Fake(always_drop) as fake:
+            resp = client(local(fake.port))
+            try:
+                with pytest.raises(ConnectionError):
+                    await resp.ping()
+                assert fake.connections == 2  # one retry, not a loop
+            finally:
+                await resp.aclose()
+
+    run(main())
+
+
+def test_close_fails_what_is_in_flight_and_leaves_nothing_running() -> None:
+    async def main() -> None:
+        async with Fake(echo) as fake:
+            resp = client(local(fake.port), timeout=5)
+            calls = [asyncio.ensure_future(resp.get(f"k{n}")) for n in range(5)]
+            await wait_until(lambda: len(fake.commands) == 5)
+            await resp.aclose()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(result, ConnectionError) for result in results)
+            with pytest.raises(ConnectionError):
+                await resp.get("later")
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+            assert resp._link is None
+            assert fake.connections == 1
+
+    run(main())
+
+
+# --- which client a URL gets ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis://127.0.0.1:7000/2", Address("127.0.0.1", 7000, db=2)),
+    ("redis://:p%40ss@cache", Address("cache", 6379, password="p@ss")),
+    ("redis://user:pw@cache:1/0", Address("cache", 1, username="user", password="pw")),
+    ("unix:///run/redis.sock?db=4", Address(path="/run/redis.sock", db=4)),
+    ("redis://cache?socket_keepalive=true", None),  # beyond it: redis-py takes the URL
+])
+def test_resp_addresses(url: str, expected: Address | None) -> None:
+    got = resp_address(url)
+    if expected is None or got is None:
+        assert got == expected
+    else:
+        assert (got.host, got.port, got.path, got.username, got.password, got.db) == (
+            expected.host, expected.port, expected.path, expected.username,
+            expected.password, expected.db)
+        assert got.ssl is None
+
+
+def test_single_servers_get_the_pipelined_client_and_the_rest_redis_py() -> None:
+    async def main() -> None:
+        def cache(**options: Any) -> SessionCacheConfig:
+            return SessionCacheConfig(type="redis", **options)
+
+        plain = connect(cache(url="redis://127.0.0.1:1/0"))
+        assert isinstance(plain, RespClient)
+        await plain.aclose()
+        tls = resp_address("rediss://cache:6380/0")
+        assert tls is not None and tls.ssl is not None and tls.ssl.check_hostname
+        for other in (cache(url="redis://127.0.0.1:1/0", cluster=True),
+                      cache(url="redis+sentinel://127.0.0.1:1/mymaster"),
+                      cache(url="redis://127.0.0.1:1/0?health_check_interval=5")):
+            commands = connect(other)
+            assert isinstance(commands, PooledCommands)
+            await commands.aclose()
+
+    run(main())
+
+
+def test_a_store_on_the_pipelined_client_bounds_nothing_itself(redis_url: str) -> None:
+    async def main() -> None:
+        store = RedisStore(routing(redis_url))
+        await store.open()
+        try:
+            assert not store.commands.pooled
+            pins = await asyncio.gather(*(store.pin(pin_key("t", f"s{n}"), Pin(f"m{n}"))
+                                          for n in range(500)))
+            assert all(pinned.created and not pinned.degraded for pinned in pins)
+        finally:
+            await store.close()
+
+    run(main())
+
