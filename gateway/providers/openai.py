@@ -34,12 +34,13 @@ class UsageScanner:
     upstream; `close` then adds `cut_short`, an error event, so no client takes it for whole.
     """
 
-    __slots__ = ("_head", "_tail", "cut_short", "first_chunk", "terminator")
+    __slots__ = ("_head", "_recent", "_recent_size", "cut_short", "first_chunk", "terminator")
     LIMIT = 4096
 
     def __init__(self, terminator: bytes, cut_short: bytes) -> None:
         self._head = b""
-        self._tail = b""
+        self._recent: list[bytes] = []  # the newest chunks, joined only now and then
+        self._recent_size = 0
         self.first_chunk = False
         self.terminator = terminator
         self.cut_short = cut_short
@@ -48,19 +49,32 @@ class UsageScanner:
         self.first_chunk = True
         if len(self._head) < self.LIMIT:
             self._head += chunk[: self.LIMIT - len(self._head)]
-        self._tail = (self._tail + chunk)[-self.LIMIT :]
+        self._recent.append(chunk)
+        self._recent_size += len(chunk)
+        if self._recent_size > 4 * self.LIMIT:
+            self._tail()
         return chunk
 
+    def _tail(self) -> bytes:
+        """The last LIMIT bytes (compacting the chunk list into them)."""
+        tail = b"".join(self._recent)[-self.LIMIT :]
+        self._recent = [tail]
+        self._recent_size = len(tail)
+        return tail
+
     def close(self) -> bytes:
-        return b"" if self.terminator in self._tail else self.cut_short
+        return b"" if self.terminator in self._tail() else self.cut_short
 
     @property
     def usage(self) -> dict[str, int] | None:
+        # A short stream's head and tail are the same bytes: read them once.
+        tail = self._tail()
+        blocks = (tail,) if tail.startswith(self._head) else (self._head, tail)
         prompt = completion = 0
         found = False
-        for block in (self._head, self._tail):
-            for line in block.split(b"\n"):
-                if not line.startswith(b"data:") or b'"usage"' not in line:
+        for block in blocks:
+            for line in _lines_with(block, b'"usage"'):
+                if not line.startswith(b"data:"):
                     continue
                 try:
                     event = orjson.loads(line[5:])
@@ -70,11 +84,26 @@ class UsageScanner:
                 if usage is None:
                     continue
                 found = True
-                prompt = max(prompt, int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0))
-                completion = max(
-                    completion, int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-                )
+                prompt = max(prompt, _count(usage, "prompt_tokens", "input_tokens"))
+                completion = max(completion, _count(usage, "completion_tokens", "output_tokens"))
         return {"prompt_tokens": prompt, "completion_tokens": completion} if found else None
+
+
+def _lines_with(block: bytes, needle: bytes) -> list[bytes]:
+    """The lines of `block` containing `needle`, found without splitting every line."""
+    lines = []
+    start = 0
+    while (at := block.find(needle, start)) != -1:
+        begin = block.rfind(b"\n", 0, at) + 1
+        end = block.find(b"\n", at)
+        end = len(block) if end == -1 else end
+        lines.append(block[begin:end])
+        start = end
+    return lines
+
+
+def _count(usage: dict[str, Any], openai_name: str, anthropic_name: str) -> int:
+    return int(usage.get(openai_name) or usage.get(anthropic_name) or 0)
 
 
 def _find_usage(event: Any) -> dict[str, Any] | None:
@@ -96,6 +125,6 @@ def usage_of(body: bytes) -> dict[str, int] | None:
     if usage is None:
         return None
     return {
-        "prompt_tokens": int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or usage.get("output_tokens") or 0),
+        "prompt_tokens": _count(usage, "prompt_tokens", "input_tokens"),
+        "completion_tokens": _count(usage, "completion_tokens", "output_tokens"),
     }
