@@ -124,7 +124,8 @@ def _run_uvicorn(args: argparse.Namespace, config: Config, level: str) -> None:
         workers=args.workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the gateway writes its own access line (gateway/logs.py)
+        proxy_headers=False,  # nothing here reads the client address; skip parsing X-Forwarded-*
         log_level=level.lower(),
         timeout_graceful_shutdown=config.server.drain_timeout_seconds,
     )
