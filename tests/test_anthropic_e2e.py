@@ -133,3 +133,19 @@ def test_a_session_alternating_client_apis_keeps_one_pin(
                 raw.parse()
                 models.append(raw.headers["x-gateway-model"])
         assert models == ["anthropic/claude-sonnet-4"] * 6
+
+
+def test_routing_decision_for_anthropic_requests_shares_the_pin(server: ThreadServer) -> None:
+    url = f"{server.url}/routing/v1/messages"
+    headers = {"X-Model-Affinity": "anthropic-decide"}
+    code = {"max_tokens": 8, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "generating new code, writing functions"}]}]}
+    first = httpx.post(url, json=code, headers=headers).json()
+    assert (first["models"], first["route"], first["pinned"]) == (
+        ["anthropic/claude-sonnet-4"], "code_generation", False)
+    reasoning = {"max_tokens": 8, "messages": [{"role": "user", "content": REASON}]}
+    assert httpx.post(url, json=reasoning).json()["models"] == ["openai/gpt-4o"]
+    again = httpx.post(url, json=reasoning, headers=headers).json()
+    assert (again["models"], again["pinned"]) == (["anthropic/claude-sonnet-4"], True)
+    bad = httpx.post(url, json={"max_tokens": 8})
+    assert bad.status_code == 400 and bad.json()["type"] == "error"
