@@ -32,6 +32,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, message: str =
         time.sleep(0.005)
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol for a test's raw ASGI app: start, then stop when told."""
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

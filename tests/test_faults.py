@@ -22,7 +22,7 @@ import pytest
 from gateway.sse import SSEDecoder
 from gateway.types import Receive, Scope, Send
 from tests.configs import CODE, three_models
-from tests.support import ThreadServer, free_port, gateway, serve
+from tests.support import ThreadServer, answer_lifespan, free_port, gateway, serve
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 WORDS = ["one ", "two ", "three ", "four"]
@@ -133,10 +133,7 @@ class Scripted:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         body = b""
         while True:

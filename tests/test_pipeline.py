@@ -16,7 +16,7 @@ from gateway.providers import EXCHANGES
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from gateway.types import Receive, Scope, Send
 from tests.configs import three_models
-from tests.support import ThreadServer, gateway, serve, wait_for
+from tests.support import ThreadServer, answer_lifespan, gateway, serve, wait_for
 
 GOOD = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -96,12 +96,8 @@ class PausingUpstream:
         self.closed = threading.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await receive()
-                await send({"type": "lifespan.startup.complete"})
-                await receive()
-                await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
             return
         while (await receive()).get("more_body"):
             pass

@@ -18,8 +18,8 @@ from gateway.providers.anthropic_common import (
     chat_usage,
     completion_id,
     finish_reason,
-    json_text,
     text_of,
+    tool_call_of,
     tool_input,
 )
 from gateway.providers.anthropic_errors import (
@@ -137,16 +137,7 @@ def messages_to_chat_response(
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name", ""),
-                        "arguments": json_text(block.get("input") or {}),
-                    },
-                }
-            )
+            tool_calls.append(tool_call_of(block))
         # thinking and server-tool blocks have no Chat Completions equivalent.
     text = "".join(texts)
     message: dict[str, Any] = {

@@ -98,6 +98,15 @@ def tool_input(arguments: Any) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
+def tool_call_of(block: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic `tool_use` block as an OpenAI tool call (arguments as a JSON string)."""
+    return {
+        "id": block.get("id", ""),
+        "type": "function",
+        "function": {"name": block.get("name", ""), "arguments": json_text(block.get("input") or {})},
+    }
+
+
 def text_of(content: Any) -> str:
     """Flatten a string or a list of text parts/blocks (OpenAI or Anthropic) to plain text."""
     if content is None:

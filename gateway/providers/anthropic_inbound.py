@@ -11,11 +11,11 @@ from typing import Any
 
 from gateway.providers.anthropic_common import (
     TranslationError,
-    json_text,
     message_id,
     messages_usage,
     stop_reason,
     text_of,
+    tool_call_of,
     tool_input,
     tool_use_id,
 )
@@ -160,16 +160,7 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name", ""),
-                        "arguments": json_text(block.get("input") or {}),
-                    },
-                }
-            )
+            tool_calls.append(tool_call_of(block))
         # thinking blocks are Anthropic-only (signed); other models cannot use them.
     if not texts and not tool_calls:
         return None
