@@ -8,12 +8,13 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
+import uvloop
 from redis.exceptions import ResponseError
 
 from gateway.affinity import Pin, pin_key
@@ -24,6 +25,14 @@ from gateway.affinity.scripts import sources
 from gateway.config.schema import SessionCacheConfig
 from tests.support import RedisServer, free_port, run
 from tests.test_affinity_redis import A, opened, routing
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def runner(request: pytest.FixtureRequest) -> Runner:
+    """Production runs on uvloop, whose transports and timers are not asyncio's."""
+    return cast(Runner, uvloop.run if request.param == "uvloop" else asyncio.run)
 
 
 def client(address: Address, timeout: float = 1.0, limit: int = 64) -> RespClient:
@@ -43,7 +52,7 @@ def our_connections(server: RedisServer) -> int:
 
 
 def test_concurrent_commands_share_one_connection_and_get_their_own_replies(
-    redis_url: str, redis_server: RedisServer
+    redis_url: str, redis_server: RedisServer, runner: Runner
 ) -> None:
     for n in range(300):
         redis_server.command("SET", f"k{n}", f"v{n}")
@@ -65,7 +74,7 @@ def test_concurrent_commands_share_one_connection_and_get_their_own_replies(
             await resp.aclose()
         assert our_connections(redis_server) == 0
 
-    run(main())
+    runner(main())
 
 
 def test_auth_and_db_from_the_url() -> None:
@@ -106,7 +115,7 @@ def test_acl_user_from_the_url(redis_server: RedisServer) -> None:
         redis_server.command("ACL", "DELUSER", "gw")
 
 
-def test_unix_socket_url(tmp_path: Path) -> None:
+def test_unix_socket_url(tmp_path: Path, runner: Runner) -> None:
     sock = tmp_path / "redis.sock"
     server = RedisServer(None, "--unixsocket", str(sock), "--unixsocketperm", "700").start()
     try:
@@ -116,7 +125,7 @@ def test_unix_socket_url(tmp_path: Path) -> None:
                 assert (await store.pin(pin_key("t", "s"), A)).created
                 assert (await store.get(pin_key("t", "s"))).pin == A
 
-        run(main())
+        runner(main())
         assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 2
     finally:
         server.stop()
@@ -140,7 +149,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_tls_url_verifies_the_server(certificates: Path) -> None:
+def test_tls_url_verifies_the_server(certificates: Path, runner: Runner) -> None:
     tls_port = free_port()
     server = RedisServer(
         None, "--tls-port", str(tls_port), "--tls-cert-file", str(certificates / "server.pem"),
@@ -158,13 +167,13 @@ def test_tls_url_verifies_the_server(certificates: Path) -> None:
             async with opened(routing(base)) as untrusting:
                 assert not await untrusting.ping()
 
-        run(main())
+        runner(main())
         assert int(server.command("DBSIZE")) == 2
     finally:
         server.stop()
 
 
-def test_a_hung_server_costs_one_timeout_then_the_client_reconnects() -> None:
+def test_a_hung_server_costs_one_timeout_then_the_client_reconnects(runner: Runner) -> None:
     server = RedisServer().start()
     process = server.process
     assert process is not None
@@ -191,7 +200,7 @@ def test_a_hung_server_costs_one_timeout_then_the_client_reconnects() -> None:
         await eventually_no_clients(server)
 
     try:
-        run(main())
+        runner(main())
     finally:
         server.stop()
 
@@ -312,7 +321,7 @@ async def wait_until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_commands_in_flight_are_bounded() -> None:
+def test_commands_in_flight_are_bounded(runner: Runner) -> None:
     async def main() -> None:
         async with Fake(echo) as fake:
             resp = client(local(fake.port), timeout=5, limit=4)
@@ -327,10 +336,10 @@ def test_commands_in_flight_are_bounded() -> None:
             finally:
                 await resp.aclose()
 
-    run(main())
+    runner(main())
 
 
-def test_a_cancelled_caller_does_not_shift_the_replies() -> None:
+def test_a_cancelled_caller_does_not_shift_the_replies(runner: Runner) -> None:
     async def main() -> None:
         async with Fake(echo) as fake:
             resp = client(local(fake.port), timeout=5, limit=2)
@@ -348,10 +357,10 @@ def test_a_cancelled_caller_does_not_shift_the_replies() -> None:
             finally:
                 await resp.aclose()
 
-    run(main())
+    runner(main())
 
 
-def test_one_retry_on_a_fresh_connection() -> None:
+def test_one_retry_on_a_fresh_connection(runner: Runner) -> None:
     async def drop_first(fake: Fake, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         await fake.command(reader)
@@ -381,10 +390,10 @@ def test_one_retry_on_a_fresh_connection() -> None:
             finally:
                 await resp.aclose()
 
-    run(main())
+    runner(main())
 
 
-def test_close_fails_what_is_in_flight_and_leaves_nothing_running() -> None:
+def test_close_fails_what_is_in_flight_and_leaves_nothing_running(runner: Runner) -> None:
     async def main() -> None:
         async with Fake(echo) as fake:
             resp = client(local(fake.port), timeout=5)
@@ -399,7 +408,7 @@ def test_close_fails_what_is_in_flight_and_leaves_nothing_running() -> None:
             assert resp._link is None
             assert fake.connections == 1
 
-    run(main())
+    runner(main())
 
 
 # --- which client a URL gets ------------------------------------------------------------------
