@@ -466,3 +466,34 @@ def test_a_store_on_the_pipelined_client_bounds_nothing_itself(redis_url: str) -
 
     run(main())
 
+
+
+def test_replies_split_anywhere_are_reassembled(runner: Runner) -> None:
+    replies = [b"$5\r\nhello\r\n", b"$-1\r\n", b"*3\r\n:1\r\n$2\r\nm1\r\n:0\r\n", b"+PONG\r\n",
+               b"-NOSCRIPT No matching script\r\n", b"$0\r\n\r\n"]
+
+    async def trickle(fake: Fake, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        for _ in replies:
+            await fake.command(reader)
+        for byte in b"".join(replies):  # one byte per write, each pushed out before the next
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await fake.command(reader)
+
+    async def main() -> None:
+        async with Fake(trickle) as fake:
+            resp = client(local(fake.port))
+            try:
+                calls = [asyncio.ensure_future(resp.execute(b"GET", f"k{n}"))
+                         for n in range(len(replies))]
+                results = await asyncio.gather(*calls, return_exceptions=True)
+                assert results[:4] == [b"hello", None, [1, b"m1", 0], b"PONG"]
+                assert isinstance(results[4], ResponseError)
+                assert str(results[4]).startswith("NOSCRIPT")
+                assert results[5] == b""
+            finally:
+                await resp.aclose()
+
+    runner(main())
