@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -146,6 +147,10 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=gateway",
+            "-keyout", "client.key", "-out", "client.csr")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "client.pem")
     return folder
 
 
@@ -154,18 +159,24 @@ def test_tls_url_verifies_the_server(certificates: Path, runner: Runner) -> None
     server = RedisServer(
         None, "--tls-port", str(tls_port), "--tls-cert-file", str(certificates / "server.pem"),
         "--tls-key-file", str(certificates / "server.key"),
-        "--tls-ca-cert-file", str(certificates / "ca.pem"), "--tls-auth-clients", "no",
+        "--tls-ca-cert-file", str(certificates / "ca.pem"), "--tls-auth-clients", "yes",
     ).start()
     base = f"rediss://127.0.0.1:{tls_port}/0"
+    trusting = f"{base}?ssl_ca_certs={certificates / 'ca.pem'}"
+    mutual = (f"{trusting}&ssl_certfile={certificates / 'client.pem'}"
+              f"&ssl_keyfile={certificates / 'client.key'}")
     try:
         async def main() -> None:
-            async with opened(routing(f"{base}?ssl_ca_certs={certificates / 'ca.pem'}")) as store:
+            async with opened(routing(mutual)) as store:
                 assert isinstance(store.commands, RespClient)
                 assert (await store.pin(pin_key("t", "s"), A)).created
                 assert (await store.get(pin_key("t", "s"))).pin == A
             # Verified by default: a server certificate from an unknown CA is refused.
-            async with opened(routing(base)) as untrusting:
-                assert not await untrusting.ping()
+            async with opened(routing(f"{base}?ssl_certfile={certificates / 'client.pem'}"
+                                      f"&ssl_keyfile={certificates / 'client.key'}")) as store:
+                assert not await store.ping()
+            async with opened(routing(trusting)) as store:  # the server wants a client cert
+                assert not await store.ping()
 
         runner(main())
         assert int(server.command("DBSIZE")) == 2
@@ -442,6 +453,11 @@ def test_single_servers_get_the_pipelined_client_and_the_rest_redis_py() -> None
         await plain.aclose()
         tls = resp_address("rediss://cache:6380/0")
         assert tls is not None and tls.ssl is not None and tls.ssl.check_hostname
+        assert tls.ssl.verify_mode == ssl.CERT_REQUIRED
+        lax = resp_address("rediss://cache:6380/0?ssl_cert_reqs=none")
+        assert lax is not None and lax.ssl is not None and lax.ssl.verify_mode == ssl.CERT_NONE
+        with pytest.raises(ValueError, match="ssl_cert_reqs"):
+            resp_address("rediss://cache:6380/0?ssl_cert_reqs=sometimes")
         for other in (cache(url="redis://127.0.0.1:1/0", cluster=True),
                       cache(url="redis+sentinel://127.0.0.1:1/mymaster"),
                       cache(url="redis://127.0.0.1:1/0?health_check_interval=5")):

@@ -4,6 +4,7 @@ redis-py."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -11,7 +12,7 @@ from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import RedisSSLContext, SSLConnection, parse_url
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -95,20 +96,30 @@ def resp_address(url: str) -> Address | None:
     options: Mapping[str, Any] = parse_url(url)
     if not options.keys() <= RESP_URL_OPTIONS:
         return None
-    context = None
-    if options.get("connection_class") is SSLConnection:
-        context = RedisSSLContext(  # redis-py's defaults: verify the certificate and the host
-            keyfile=options.get("ssl_keyfile"), certfile=options.get("ssl_certfile"),
-            cert_reqs=options.get("ssl_cert_reqs", "required"),
-            ca_certs=options.get("ssl_ca_certs"), ca_path=options.get("ssl_ca_path"),
-            check_hostname=options.get("ssl_check_hostname", True),
-            password=options.get("ssl_password"),
-        ).get()
+    context = _tls(options) if url.startswith("rediss://") else None
     return Address(
         host=options.get("host", "localhost"), port=int(options.get("port", 6379)),
         path=options.get("path"), ssl=context, username=options.get("username"),
         password=options.get("password"), db=int(options.get("db", 0)),
     )
+
+
+def _tls(options: Mapping[str, Any]) -> ssl.SSLContext:
+    """The TLS context redis-py would build from the same URL options: by default the
+    certificate is verified against the system's CAs (plus any given) and so is the host."""
+    modes = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+    mode = options.get("ssl_cert_reqs", "required")
+    if mode not in modes:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(modes)}, not {mode!r}")
+    context = ssl.create_default_context()
+    context.check_hostname = modes[mode] != ssl.CERT_NONE and bool(
+        options.get("ssl_check_hostname", True))
+    context.verify_mode = modes[mode]
+    if options.get("ssl_ca_certs") or options.get("ssl_ca_path"):
+        context.load_verify_locations(options.get("ssl_ca_certs"), options.get("ssl_ca_path"))
+    if certfile := options.get("ssl_certfile"):  # a client certificate, for mutual TLS
+        context.load_cert_chain(certfile, options.get("ssl_keyfile"), options.get("ssl_password"))
+    return context
 
 
 def _redis_py(cache: SessionCacheConfig) -> tuple[Redis, tuple[Redis, ...]]:
