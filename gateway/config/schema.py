@@ -51,6 +51,7 @@ class SessionCacheConfig:
     sentinels: tuple[str, ...] = ()
     socket_timeout_ms: int = 250
     connect_timeout_ms: int = 500
+    # Single server: commands in flight on the one pipelined connection; Sentinel/Cluster: pool size.
     pool_size: int = 64
     local_cache_entries: int = 10_000
     breaker_cooldown_ms: int = 1000
