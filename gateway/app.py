@@ -30,7 +30,7 @@ from gateway.endpoints import (
     Models,
     RoutingDecision,
 )
-from gateway.errors import GatewayError
+from gateway.errors import ClientError, GatewayError, MethodNotAllowed
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
@@ -146,14 +146,16 @@ async def _sample_pins(store: AffinityStore, metrics: Metrics) -> None:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (unknown path, wrong method) in the OpenAI envelope."""
     assert isinstance(exc, HTTPException)
-    error = GatewayError(
-        exc.detail if exc.status_code != 404 else f"no route for {request.url.path}",
-        code="method_not_allowed" if exc.status_code == 405 else "not_found",
-    )
-    error.status = exc.status_code
-    error.type = "invalid_request_error"
-    return Response(error.body(), exc.status_code, exc.headers, media_type="application/json")
+    error: GatewayError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(exc.detail, code="method_not_allowed")
+    else:  # an unknown path is a bad request to a missing resource, as OpenAI reports it
+        detail = f"no route for {request.url.path}" if exc.status_code == 404 else exc.detail
+        error = ClientError(detail, code="not_found" if exc.status_code == 404 else None)
+        error.status = exc.status_code
+    return Response(error.body(), error.status, exc.headers, media_type="application/json")
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -22,7 +22,7 @@ class Authenticator:
     def tenant(self, scope: Scope) -> str:
         """The caller's tenant; 401 when keys are configured and none matches."""
         if not self.keys:
-            return self._header_tenant(scope)
+            return self.header_tenant(scope)
         presented = presented_key(scope)
         tenant = None
         # Compare against every key, in constant time each, so timing reveals neither key nor index.
@@ -44,7 +44,8 @@ class Authenticator:
                 raise Unauthorized("an admin API key is required", code="invalid_api_key")
             raise Forbidden("this key may not manage pins", code="admin_key_required")
 
-    def _header_tenant(self, scope: Scope) -> str:
+    def header_tenant(self, scope: Scope) -> str:
+        """The tenant named by `tenant_header`, when keys do not decide it."""
         if self.tenant_header is None:
             return DEFAULT_TENANT
         return header(scope, self.tenant_header) or DEFAULT_TENANT

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.affinity import AffinityStore, pin_key, validate_affinity_id
-from gateway.auth import DEFAULT_TENANT, Authenticator
+from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.errors import GatewayError, NotFound
-from gateway.http import header, respond
+from gateway.http import respond
 from gateway.pipeline import Api, Pipeline
 from gateway.types import Receive, Scope, Send
 
@@ -90,14 +91,9 @@ class AffinityAdmin:
         await respond(send, 200, orjson.dumps(body), [])
 
     def _tenant(self, scope: Scope) -> str:
-        query = scope.get("query_string", b"").decode("latin-1")
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "tenant" and value:
-                return str(value)
-        if self.auth.tenant_header is not None:
-            return header(scope, self.auth.tenant_header) or DEFAULT_TENANT
-        return DEFAULT_TENANT
+        """An admin names the tenant whose pin it means (`?tenant=`), else as a client would."""
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        return query.get("tenant") or self.auth.header_tenant(scope)
 
 
 class Health:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import BadRequest
+from gateway.providers.anthropic_common import text_of
 from gateway.routing import Turn
 
 OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -72,7 +73,7 @@ def parse_chat(raw: bytes, max_messages: int) -> ChatRequest:
                 param=f"messages[{index}].role", code="invalid_value",
             )
         role = "tool" if message["role"] == "function" else message["role"]
-        turns.append(Turn(role, _openai_text(message.get("content"))))
+        turns.append(Turn(role, text_of(message.get("content"))))
     options = payload.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ChatRequest(raw, payload, requested, stream, include_usage, turns)
@@ -107,17 +108,6 @@ def parse_messages(raw: bytes, max_messages: int) -> ChatRequest:
 def _role_in(message: dict[str, Any], roles: frozenset[str]) -> bool:
     role = message.get("role")
     return isinstance(role, str) and role in roles
-
-
-def _openai_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"] for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
 
 
 def _anthropic_text(content: Any) -> str:
