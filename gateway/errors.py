@@ -9,7 +9,8 @@
     │   ├── MethodNotAllowed        405
     │   ├── PayloadTooLarge         413
     │   ├── RateLimited             429
-    │   └── HeadersTooLarge         431
+    │   ├── HeadersTooLarge         431
+    │   └── ClientClosed            499 (nginx's code: the client left before its body arrived)
     └── UpstreamError               5xx: the provider (or the way to it) is at fault
         ├── BadGateway              502
         ├── ServiceUnavailable      503
@@ -94,6 +95,10 @@ class RateLimited(ClientError):
 
 class HeadersTooLarge(ClientError):
     status = 431
+
+
+class ClientClosed(ClientError):
+    status = 499
 
 
 class UpstreamError(GatewayError):

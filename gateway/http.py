@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from gateway.errors import PayloadTooLarge
+from gateway.errors import ClientClosed, PayloadTooLarge
 from gateway.types import Headers, Receive, Scope, Send
 
 
@@ -25,7 +23,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected while sending the body")
+            raise ClientClosed("the client disconnected while sending the body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

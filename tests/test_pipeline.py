@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import threading
 import time
 from typing import Any
@@ -171,4 +172,16 @@ def test_a_bug_is_a_500_envelope_not_a_traceback(
     assert response.json()["error"]["code"] == "internal_error"
     assert "secret internals" not in response.text and "Traceback" not in response.text
     monkeypatch.undo()
+    assert httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def test_a_client_leaving_mid_body_is_counted_499_and_nothing_breaks(replica: ThreadServer) -> None:
+    with socket.create_connection(("127.0.0.1", replica.port)) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: 1000\r\n\r\n{\"messages\":")
+
+    def counted() -> bool:
+        return 'status="499"' in httpx.get(f"{replica.url}/metrics").text
+
+    wait_for(counted, timeout=10, message="the abandoned request was not counted as 499")
     assert httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD).status_code == 200
