@@ -182,7 +182,8 @@ def test_sse_decoder_survives_any_bytes_and_is_split_invariant(raw: bytes, point
 
 @FUZZ
 @given(st.lists(st.tuples(st.text(max_size=20), st.none() | st.text(
-    st.characters(blacklist_characters="\r\n"), min_size=1, max_size=8)), max_size=5))
+    st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=8)),
+    max_size=5))
 def test_sse_encode_then_decode_round_trips(events: list[tuple[str, str | None]]) -> None:
     raw = b"".join(encode_event(data, event) for data, event in events)
     expected = [(re.sub(r"\r\n|\r", "\n", data), event) for data, event in events]
