@@ -152,6 +152,14 @@ def test_mistakes_name_the_key_path(text: str, message: str) -> None:
     assert str(caught.value).startswith(message), str(caught.value)
 
 
+def test_a_key_read_from_a_file_loses_its_newline_and_a_key_with_a_line_inside_is_refused() -> None:
+    text = "model_providers: [{model: openai/a, access_key: $KEY}]"
+    assert load(text, {"KEY": "sk-from-a-file\n"}).models["openai/a"].access_key == "sk-from-a-file"
+    with pytest.raises(ConfigError) as caught:
+        load(text, {"KEY": "sk-one\nsk-two"})
+    assert str(caught.value) == "model_providers[0].access_key: contains a line break"
+
+
 def test_interpolation_forms() -> None:
     config = load(
         "model_providers: [{model: openai/a, access_key: 'pre-${K}-$K', base_url: '${URL:-http://x:1}'}]\n"

@@ -145,6 +145,9 @@ def _providers(
         base_url = node.string("base_url") or None
         if base_url is None and provider in KNOWN_WITHOUT_DEFAULT:
             raise ConfigError(f"{path}.base_url", f"is required for provider {provider!r}")
+        access_key = (node.string("access_key") or "").strip()  # a key read from a file ends in \n
+        if "\n" in access_key or "\r" in access_key:
+            raise ConfigError(f"{path}.access_key", "contains a line break")  # never the value
         providers.append(
             ModelProvider(
                 model=model,
@@ -152,7 +155,7 @@ def _providers(
                 model_id=model_id,
                 interface=interface_for(provider, declared),
                 api_base=api_base(provider, base_url, f"{path}.base_url"),
-                access_key=node.string("access_key") or None,
+                access_key=access_key or None,
                 default=node.boolean("default", False),
             )
         )
