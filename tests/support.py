@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config, parse_config
+
+# asyncio.run or uvloop.run: production runs on uvloop, whose transports and timers differ
+Runner = Callable[[Coroutine[Any, Any, None]], None]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:

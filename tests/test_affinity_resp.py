@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
-import subprocess
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
-import uvloop
 from redis.exceptions import ResponseError
 
 from gateway.affinity import Pin, pin_key
@@ -24,16 +22,8 @@ from gateway.affinity.redis import RedisStore
 from gateway.affinity.resp import Address, RespClient
 from gateway.affinity.scripts import sources
 from gateway.config.schema import SessionCacheConfig
-from tests.support import RedisServer, free_port, run
+from tests.support import RedisServer, Runner, free_port, run
 from tests.test_affinity_redis import A, opened, routing
-
-Runner = Callable[[Coroutine[Any, Any, None]], None]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def runner(request: pytest.FixtureRequest) -> Runner:
-    """Production runs on uvloop, whose transports and timers are not asyncio's."""
-    return cast(Runner, uvloop.run if request.param == "uvloop" else asyncio.run)
 
 
 def client(address: Address, timeout: float = 1.0, limit: int = 64) -> RespClient:
@@ -130,28 +120,6 @@ def test_unix_socket_url(tmp_path: Path, runner: Runner) -> None:
         assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 2
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA and a server certificate for 127.0.0.1 signed by it, made with openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "server.key", "-out", "server.csr")
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=gateway",
-            "-keyout", "client.key", "-out", "client.csr")
-    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", "client.pem")
-    return folder
 
 
 def test_tls_url_verifies_the_server(certificates: Path, runner: Runner) -> None:
