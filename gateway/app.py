@@ -31,7 +31,7 @@ from gateway.endpoints import (
     RoutingDecision,
 )
 from gateway.errors import ClientError, GatewayError, MethodNotAllowed
-from gateway.metrics import Metrics
+from gateway.metrics import FLUSH_INTERVAL_S, Metrics
 from gateway.openapi import openapi_document
 from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
 from gateway.routing import BuiltinRouter, Router
@@ -102,12 +102,14 @@ def create_app(config: Config) -> FastPaths:
         await upstream.open()
         await store.open()
         sampler = asyncio.ensure_future(_sample_pins(store, metrics))
+        flusher = asyncio.ensure_future(_flush_metrics(metrics))
         state["ready"] = True
         try:
             yield
         finally:
             state["ready"] = False
             sampler.cancel()
+            flusher.cancel()
             await router.close()
             await store.close()
             await upstream.close()
@@ -143,6 +145,15 @@ async def _sample_pins(store: AffinityStore, metrics: Metrics) -> None:
         with contextlib.suppress(Exception):
             metrics.pins.set(await store.count())
         await asyncio.sleep(PIN_GAUGE_INTERVAL_S)
+
+
+async def _flush_metrics(metrics: Metrics) -> None:
+    """Requests add to plain tallies; this moves them into the metrics now and then, so that
+    with several workers a scrape answered by one sees the others' counts (at most a second
+    behind). Scrapes this worker answers flush first anyway."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        metrics.flush()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -1,12 +1,17 @@
 """Every metric the gateway exposes (SPEC section 7), defined in one place.
 
-Label children are cached per label tuple so the hot path does a dict lookup, not a
-`labels()` call that builds objects on every request. Affinity ids are never labels.
+The hot path never calls prometheus_client: each label set has a tally of plain numbers (a
+float, or bucket counts and a sum) that requests add to, and `flush()` moves the tallies into
+the prometheus metrics before every scrape this process answers and every second (so that,
+with several workers, the files other workers' scrapes read are at most a second behind).
+That is a dict lookup and an addition per update instead of a lock and a bucket walk.
+Affinity ids are never labels.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -20,6 +25,54 @@ FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 ROUTER_BUCKETS = (*FAST_BUCKETS, 2.5, 5.0, 10.0)
 # LLM latencies: tens of milliseconds to minutes.
 LLM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+FLUSH_INTERVAL_S = 1.0
+
+
+class Tally:
+    """A counter's or gauge's increments since the last flush."""
+
+    __slots__ = ("child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.value = 0.0
+
+    def add(self, amount: float) -> None:
+        self.value += amount
+
+    def flush(self) -> None:
+        if self.value:
+            amount, self.value = self.value, 0.0
+            self.child.inc(amount)
+
+
+class HistogramTally:
+    """A histogram's observations since the last flush: a count per bucket and the sum."""
+
+    __slots__ = ("bounds", "child", "counts", "sum")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = child._upper_bounds  # ends with +Inf: every value has a bucket
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def add(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount, as observe()
+        self.sum += amount
+
+    def flush(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        # prometheus_client has no public "add n observations"; its bucket values are the ones
+        # observe() increments (tests/test_metrics.py checks the exposition this gives).
+        for index, count in enumerate(counts):
+            if count:
+                self.child._buckets[index].inc(count)
+                counts[index] = 0
+        amount, self.sum = self.sum, 0.0
+        self.child._sum.inc(amount)
 
 
 class Metrics:
@@ -70,10 +123,12 @@ class Metrics:
             "gateway_inflight_requests", "Requests in progress", registry=r,
             multiprocess_mode="livesum",
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._tallies: dict[tuple[Any, ...], Tally | HistogramTally] = {}
+        self._inflight = Tally(self.inflight)
 
     def render(self) -> bytes:
         """The exposition for a scrape: this process, or every worker's files added up."""
+        self.flush()
         directory = os.environ.get(MULTIPROC_ENV)
         if not directory:
             return bytes(generate_latest(self.registry))
@@ -81,44 +136,58 @@ class Metrics:
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(registry))
 
+    def flush(self) -> None:
+        self._inflight.flush()
+        for tally in self._tallies.values():
+            tally.flush()
+
     def close(self) -> None:
+        self.flush()
         if os.environ.get(MULTIPROC_ENV):
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
-    def _child(self, metric: Any, *labels: str) -> Any:
+    def _tally(self, metric: Any, *labels: str) -> Tally | HistogramTally:
         key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        tally = self._tallies.get(key)
+        if tally is None:
+            child = metric.labels(*labels)
+            tally = HistogramTally(child) if isinstance(metric, Histogram) else Tally(child)
+            self._tallies[key] = tally
+        return tally
+
+    def started(self) -> None:
+        self._inflight.value += 1
+
+    def finished(self) -> None:
+        self._inflight.value -= 1
 
     def request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
-        self._child(self.requests, endpoint, model, str(status)).inc()
-        self._child(self.request_duration, endpoint).observe(seconds)
+        self._tally(self.requests, endpoint, model, str(status)).add(1)
+        self._tally(self.request_duration, endpoint).add(seconds)
 
     def decision(self, route: str | None, model: str, source: str) -> None:
-        self._child(self.routing_decisions, route or "", model, source).inc()
+        self._tally(self.routing_decisions, route or "", model, source).add(1)
 
     def router_time(self, router: str, seconds: float) -> None:
-        self._child(self.router_duration, router).observe(seconds)
+        self._tally(self.router_duration, router).add(seconds)
 
     def affinity(self, event: str, count: int = 1) -> None:
-        self._child(self.affinity_events, event).inc(count)
+        self._tally(self.affinity_events, event).add(count)
 
     def store_time(self, store: str, seconds: float) -> None:
-        self._child(self.store_duration, store).observe(seconds)
+        self._tally(self.store_duration, store).add(seconds)
 
     def upstream(self, provider: str, model: str, seconds: float) -> None:
-        self._child(self.upstream_duration, provider, model).observe(seconds)
+        self._tally(self.upstream_duration, provider, model).add(seconds)
 
     def first_token(self, model: str, seconds: float) -> None:
-        self._child(self.ttft, model).observe(seconds)
+        self._tally(self.ttft, model).add(seconds)
 
     def usage(self, model: str, prompt: int, completion: int) -> None:
         if prompt:
-            self._child(self.tokens, model, "prompt").inc(prompt)
+            self._tally(self.tokens, model, "prompt").add(prompt)
         if completion:
-            self._child(self.tokens, model, "completion").inc(completion)
+            self._tally(self.tokens, model, "completion").add(completion)
 
     def upstream_error(self, provider: str, reason: str) -> None:
-        self._child(self.upstream_errors, provider, reason).inc()
+        self._tally(self.upstream_errors, provider, reason).add(1)

@@ -118,7 +118,7 @@ class Pipeline:
         status = 500
         responding = False  # once the response has begun, an error cannot become a status
         tenant: str | None = None
-        self.metrics.inflight.inc()
+        self.metrics.started()
         try:
             admitted = self.admit(scope)
             self.concurrency.acquire(admitted)
@@ -155,7 +155,7 @@ class Pipeline:
         finally:
             if tenant is not None:
                 self.concurrency.release(tenant)
-            self.metrics.inflight.dec()
+            self.metrics.finished()
             elapsed = time.perf_counter() - started
             model = served.provider.model if served else ""
             self.metrics.request(endpoint, model, status, elapsed)

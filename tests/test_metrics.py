@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.metrics import Metrics
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from tests.configs import CODE, REASON, three_models
 from tests.support import ThreadServer, free_port, gateway, serve, wait_for
@@ -76,6 +78,31 @@ def test_known_mix_gives_exact_counts(simulator: ThreadServer, redis_url: str) -
     assert value(samples, "gateway_affinity_store_duration_seconds_count", store="redis") == 6
 
 
+def test_tallies_flush_into_the_same_exposition_as_direct_updates() -> None:
+    direct, tallied = Metrics(), Metrics()
+    seconds = [0.0, 0.004, 0.01, 0.0100001, 0.3, 7.0, 159.9, 160.0, 1e6]
+    for amount in seconds:
+        direct.request_duration.labels("chat_completions").observe(amount)
+        direct.requests.labels("chat_completions", "m", "200").inc()
+        tallied.request("chat_completions", "m", 200, amount)
+    tallied.started()
+    tallied.started()
+    tallied.finished()
+    direct.inflight.inc()
+    tallied.flush()
+    tallied.request("chat_completions", "m", 200, 0.02)  # after the flush: in the next one
+    assert without_created(tallied.registry) == without_created(direct.registry)
+    direct.request_duration.labels("chat_completions").observe(0.02)
+    direct.requests.labels("chat_completions", "m", "200").inc()
+    tallied.render()  # a scrape flushes first
+    assert without_created(tallied.registry) == without_created(direct.registry)
+
+
+def without_created(registry: CollectorRegistry) -> list[str]:
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line and line.strip()]
+
+
 def start_gateway(config: dict[str, Any], tmp: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -110,6 +137,10 @@ def test_two_workers_are_counted_in_one_scrape(
     try:
         for index in range(40):  # a new connection each: the kernel spreads them over the workers
             assert chat(url, CODE, affinity=f"w{index % 5}").status_code == 200
+        def counted() -> float:
+            return value(scrape(url), "gateway_requests_total", endpoint="chat_completions",
+                         model="vllm/coder", status="200")
+        wait_for(lambda: counted() == 40, timeout=10)  # each worker flushes its tallies each second
         totals = set()
         for _ in range(8):  # whichever worker answers the scrape, it reports both workers' counts
             samples = scrape(url)
