@@ -239,6 +239,20 @@ def test_repeated_response_headers_are_joined_under_lower_case_names(runner: Run
     runner(main())
 
 
+def test_interim_responses_are_skipped_for_the_real_one(runner: Runner) -> None:
+    async def main() -> None:
+        async with Scripted(reply(b"HTTP/1.1 100 Continue\r\n\r\n"
+                                  b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + OK)) as server:
+            upstream = await opened()
+            for _ in range(2):
+                response = await upstream.post(server.url(), {}, BODY)
+                assert response.status == 200 and "link" not in response.headers
+                assert await response.read() == b'{"ok":true}'
+            await upstream.close()
+        assert server.connections == 1
+    runner(main())
+
+
 def test_no_headers_within_the_first_byte_timeout_is_a_504(runner: Runner) -> None:
     async def main() -> None:
         async def silent(writer: asyncio.StreamWriter, nth: int) -> bool:

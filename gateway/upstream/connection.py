@@ -49,6 +49,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False  # read as the response ends (llhttp forgets it after)
         self.received = False  # any byte of the current response
         self.framed = False  # Content-Length or chunked: an EOF before the end is a cut
+        self._interim = False  # parsing a 1xx response, which ends before the real one
         self.body: list[bytes] = []
         self.buffered = 0
 
@@ -135,7 +136,13 @@ class Connection(asyncio.Protocol):
             self.framed = True
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: interim, the response follows
+            self.raw_headers = []
+            self.framed = False
+            self._interim = True
+            return
+        self.status = status
         self.headers_done = True
         if self.status in (204, 304):
             self.framed = True
@@ -150,6 +157,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
         self._wake()
