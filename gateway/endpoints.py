@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.affinity import AffinityStore, pin_key, validate_affinity_id
 from gateway.auth import Authenticator
 from gateway.config import Config
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.http import respond
 from gateway.pipeline import Api, Pipeline
 from gateway.types import Receive, Scope, Send
@@ -76,7 +76,12 @@ class AffinityAdmin:
             tenant = self._tenant(scope)
             key = pin_key(tenant, affinity_id)
             if scope["method"] == "DELETE":
-                if not await self.store.delete(key):
+                removal = await self.store.delete(key)
+                if removal.degraded:  # the pin lives on in Redis: saying "deleted" would be false
+                    raise StoreUnavailable(
+                        "the affinity store is unreachable: the pin was dropped from this "
+                        "replica's cache only; retry when it is back", code="affinity_store_unavailable")
+                if not removal.found:
                     raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
                 body = {"id": affinity_id, "tenant": tenant, "deleted": True}
             else:

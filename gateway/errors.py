@@ -101,6 +101,10 @@ class ClientClosed(ClientError):
     status = 499
 
 
+class StoreUnavailable(GatewayError):
+    status = 503
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"

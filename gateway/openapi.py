@@ -189,8 +189,12 @@ def openapi_document(config: Config) -> dict[str, Any]:
     pin_errors = _errors("Error", "400", "401", "403", "404")
     pin_ops: Schema = {
         method: {"summary": summary, "parameters": [pin_param, tenant_param],
-                 "responses": {"200": _ok(summary, "Pin"), **pin_errors}}
-        for method, summary in (("get", "Inspect a pin"), ("delete", "Drop a pin"))
+                 "responses": {"200": _ok(summary, "Pin"), **pin_errors, **extra}}
+        for method, summary, extra in (
+            ("get", "Inspect a pin", {}),
+            # Redis unreachable: only this replica's copy could go
+            ("delete", "Drop a pin", _errors("Error", "503")),
+        )
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",

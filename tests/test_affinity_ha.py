@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from gateway.affinity import Pin, pin_key
+from gateway.affinity import Pin, Removal, pin_key
 from gateway.affinity.connection import SentinelTarget, sentinel_target
 from gateway.config import parse_config
 from tests.configs import CODE, REASON, three_models
@@ -286,7 +286,7 @@ def test_cluster_store(cluster: list[RedisServer]) -> None:
             assert (await sliding.get(keys[-1])).pin == A  # the TOUCH script
             assert (await store.repin(keys[-1], A, C)).created
             assert (await sliding.get(keys[-1])).pin == C
-            assert await store.delete(keys[-1]) is True
+            assert await store.delete(keys[-1]) == Removal(found=True)
             assert (await store.get(keys[-1])).pin is None
             assert await store.count() == cap - 1
 

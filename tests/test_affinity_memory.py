@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.affinity import MemoryStore, Pin, pin_key, validate_affinity_id
+from gateway.affinity import MemoryStore, Pin, Removal, pin_key, validate_affinity_id
 from gateway.errors import BadRequest
 from tests.support import run
 
@@ -94,8 +94,8 @@ def test_delete_and_count() -> None:
     run(memory.pin("a", A))
     run(memory.pin("b", B))
     assert run(memory.count()) == 2
-    assert run(memory.delete("a")) is True
-    assert run(memory.delete("a")) is False
+    assert run(memory.delete("a")) == Removal(found=True)
+    assert run(memory.delete("a")) == Removal(found=False)
     assert run(memory.get("a")).pin is None
     assert run(memory.count()) == 1
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis.exceptions import RedisError
 
-from gateway.affinity import Pin, pin_key
+from gateway.affinity import Pin, Removal, pin_key
 from tests.configs import CODE, REASON, three_models
 from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
 from tests.test_affinity_redis import A, B, C, eventually, opened, routing
@@ -191,7 +191,8 @@ def test_delete_and_count_with_redis_down(killable_redis: RedisServer) -> None:
             key = pin_key("t", "s")
             await store.pin(key, A)
             killable_redis.kill()
-            assert await store.delete(key) is True  # the local copy went; no exception
+            # the local copy went, and the answer says that is all that went
+            assert await store.delete(key) == Removal(found=True, degraded=True)
             assert (await store.get(key)).pin is None
             with pytest.raises((OSError, RedisError)):  # count is sampled, off the request path
                 await store.count()
@@ -322,6 +323,29 @@ def test_redis_outage_under_traffic(simulator: ThreadServer, killable_redis: Red
                 other = Traffic([two, one])  # the same session, sent to the other replica
                 reply = other.send(client, session, traffic.counts[session] + 1)
                 assert (reply.status, reply.affinity, reply.model) == (200, "hit", pinned[session])
+
+
+def test_an_admin_delete_with_redis_down_is_a_503_not_a_false_200(
+    simulator: ThreadServer, killable_redis: RedisServer
+) -> None:
+    with gateway(roomy(three_models(simulator.url, killable_redis.url))) as replica:
+        url = f"{replica.url}/v1/affinity/admin-s"
+
+        def turn() -> str:
+            return httpx.post(f"{replica.url}/v1/chat/completions",
+                              headers={"X-Model-Affinity": "admin-s"},
+                              json={"messages": [{"role": "user", "content": CODE}]},
+                              ).headers["x-model-affinity-status"]
+
+        assert turn() == "new"
+        killable_redis.kill()
+        refused = httpx.delete(url)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "affinity_store_unavailable"
+        killable_redis.start()  # empty: it keeps nothing on disk
+        wait_for(lambda: turn() in ("new", "hit"), timeout=10, message="Redis did not come back")
+        assert httpx.delete(url).status_code == 200
+        assert httpx.get(url).status_code == 404
 
 
 def test_dropped_idle_connections_are_replaced(

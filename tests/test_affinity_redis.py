@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import redis
 
-from gateway.affinity import Pin, pin_key
+from gateway.affinity import Pin, Removal, pin_key
 from gateway.affinity.redis import RedisStore
 from gateway.config.schema import RoutingConfig, SessionCacheConfig
 from tests.configs import CODE, REASON, three_models
@@ -241,7 +241,7 @@ def test_tenants_with_the_same_id_have_separate_pins(redis_url: str) -> None:
             assert (await store.pin(team_b, B)).created  # not a hit on team-a's pin
             assert (await store.get(team_a)).pin == A
             assert (await store.get(team_b)).pin == B
-            assert await store.delete(team_b)
+            assert (await store.delete(team_b)).found
             assert (await store.get(team_a)).pin == A
 
     run(main())
@@ -371,8 +371,8 @@ def test_delete_and_count(redis_url: str, redis_server: RedisServer) -> None:
             for key in keys:
                 await store.pin(key, A)
             assert await store.count() == 5
-            assert await store.delete(keys[0]) is True
-            assert await store.delete(keys[0]) is False
+            assert await store.delete(keys[0]) == Removal(found=True)
+            assert await store.delete(keys[0]) == Removal(found=False)
             assert (await store.get(keys[0])).pin is None  # not served from the local cache
             assert await store.count() == 4
             assert int(redis_server.command("ZCARD", store.keys(keys[0])[1])) == 4

@@ -1,6 +1,14 @@
 """Model affinity: pins from a session id to the model chosen on its first turn."""
 
-from gateway.affinity.base import AffinityStore, Lookup, Pin, Pinned, pin_key, validate_affinity_id
+from gateway.affinity.base import (
+    AffinityStore,
+    Lookup,
+    Pin,
+    Pinned,
+    Removal,
+    pin_key,
+    validate_affinity_id,
+)
 from gateway.affinity.memory import MemoryStore
 
 __all__ = [
@@ -9,6 +17,7 @@ __all__ = [
     "MemoryStore",
     "Pin",
     "Pinned",
+    "Removal",
     "pin_key",
     "validate_affinity_id",
 ]

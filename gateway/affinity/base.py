@@ -43,6 +43,12 @@ class Pinned:
     degraded: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Removal:
+    found: bool
+    degraded: bool = False  # the shared store is down: only the replica's local copy went
+
+
 class AffinityStore(Protocol):
     """Get-or-pin over opaque keys (see `pin_key`). Implementations must be first-writer-wins."""
 
@@ -57,7 +63,7 @@ class AffinityStore(Protocol):
         has lapsed); otherwise the current pin comes back with created=False."""
         ...
 
-    async def delete(self, key: str) -> bool: ...
+    async def delete(self, key: str) -> Removal: ...
 
     async def count(self) -> int: ...
 

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from gateway.affinity.base import Lookup, Pin, Pinned
+from gateway.affinity.base import Lookup, Pin, Pinned, Removal
 
 
 class MemoryStore:
@@ -101,8 +101,8 @@ class MemoryStore:
     async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
         return self.replace(key, old, new)
 
-    async def delete(self, key: str) -> bool:
-        return self.remove(key)
+    async def delete(self, key: str) -> Removal:
+        return Removal(self.remove(key))
 
     async def count(self) -> int:
         return len(self)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.affinity.base import Lookup, Pin, Pinned
+from gateway.affinity.base import Lookup, Pin, Pinned, Removal
 from gateway.affinity.breaker import Backoff, CircuitBreaker
 from gateway.affinity.connection import Commands, PooledCommands, connect
 from gateway.affinity.memory import MemoryStore
@@ -177,14 +177,14 @@ class RedisStore:
         self._remember(key, current)
         return Pinned(current, created=bool(replaced), evicted=int(evicted))
 
-    async def delete(self, key: str) -> bool:
-        """Fails open like the rest: with Redis down only the local copy goes."""
+    async def delete(self, key: str) -> Removal:
+        """With Redis down only the local copy goes, and the answer says so (degraded)."""
         removed = self.local.remove(key)
         self._unsynced.remove(key)
         try:
-            return bool(await self._redis(self.commands.script, "DELETE", self.keys(key), ()))
+            return Removal(bool(await self._redis(self.commands.script, "DELETE", self.keys(key), ())))
         except Unavailable:
-            return removed
+            return Removal(removed, degraded=True)
 
     async def _redis(self, command: Callable[..., Awaitable[T]], *args: Any) -> T:
         """One Redis command behind the breaker. Through a connection pool it holds one of
