@@ -280,6 +280,10 @@ def test_bad_requests_and_unknown_paths(url: str) -> None:
     }
     no_messages = httpx.post(f"{url}/v1/chat/completions", json={"model": "m"})
     assert no_messages.status_code == 400 and no_messages.json()["error"]["param"] == "messages"
+    not_calls = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [
+        {"role": "assistant", "content": "x", "tool_calls": True}, *USER]})
+    assert not_calls.status_code == 400  # as a provider would, not a crash
+    assert not_calls.json()["error"]["message"] == "messages[0].tool_calls: an array is required"
     unknown = httpx.post(f"{url}/chat/completions", json={})
     assert unknown.status_code == 404 and "error" in unknown.json()
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}

@@ -50,10 +50,13 @@ def parse(raw: Any, digest: str) -> Conversation:
     calls: list[tuple[str, JsonObject]] = []
     results: list[ToolResult] = []
     names: dict[Any, str] = {}  # tool_call_id -> tool name, to label the results
-    for message in messages:
+    for index, message in enumerate(messages):
         chars += len(text_of(message.get("content")))
         if message["role"] == "assistant":
-            for call in message.get("tool_calls") or ():
+            tool_calls = message.get("tool_calls")
+            if tool_calls is not None and not isinstance(tool_calls, list):
+                raise BadRequest(f"messages[{index}].tool_calls: an array is required", "messages")
+            for call in tool_calls or ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(function, dict) or not isinstance(function.get("name"), str):
                     continue
