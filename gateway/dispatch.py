@@ -73,8 +73,8 @@ class Dispatcher:
                 if exc.reason != "connect" or attempt >= retries:
                     raise
             else:
-                if response.status < 400:
-                    return response
+                if 200 <= response.status < 300:
+                    return response  # a redirect is an error too: following it would send the key on
                 error = status_error(provider, response.status, await response.read())
                 self.metrics.upstream_error(provider.provider, error.reason)
                 if response.status not in RETRY_STATUSES or attempt >= retries:

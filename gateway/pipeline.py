@@ -197,13 +197,17 @@ class Pipeline:
         send: Send, receive: Receive, started: float,
     ) -> dict[str, int] | None:
         provider = served.provider
-        translator = served.exchange.stream(provider.model_id, request.include_usage)
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                        *headers],
-        })
+        try:
+            translator = served.exchange.stream(provider.model_id, request.include_usage)
+            await send({
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                            *headers],
+            })
+        except BaseException:  # cancelled while the server waited to write: free the upstream
+            served.response.close()
+            raise
 
         async def pump() -> None:
             first = True

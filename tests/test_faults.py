@@ -260,6 +260,15 @@ def test_a_persistent_500_is_a_502_with_the_upstream_message() -> None:
         assert "sk-provider-secret" not in str(caught.value.body)
 
 
+def test_a_redirect_is_a_502_and_not_followed() -> None:
+    moved = status(307, "moved", {"location": "http://elsewhere.invalid/v1/chat/completions"})
+    with replica_over(Scripted(moved), max_retries=0) as (server, up):
+        response = post(server, {"model": "fast", "messages": MESSAGES})
+        assert response.status_code == 502
+        assert "returned 307" in response.json()["error"]["message"]
+        assert up.count() == 1
+
+
 def test_a_429_the_client_must_wait_for_is_passed_on() -> None:
     script = Scripted(status(429, "quota", {"retry-after": "3600"}))
     with replica_over(script, max_retries=2) as (server, up):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -174,6 +176,28 @@ def test_a_kept_alive_connection_dropped_as_the_request_goes_out_is_resent_once(
     runner(main())
 
 
+def test_a_kept_alive_connection_dropped_while_the_server_held_the_request_is_not_resent(
+    runner: Runner,
+) -> None:
+    async def main() -> None:
+        async def answer(writer: asyncio.StreamWriter, nth: int) -> bool:
+            if nth == 2:
+                await asyncio.sleep(0.4)  # working on it, past the resend window, then gone
+                return False
+            writer.write(OK)
+            return True
+
+        async with Scripted(answer) as server:
+            upstream = await opened()
+            assert await (await upstream.post(server.url(), {}, BODY)).read() == b'{"ok":true}'
+            with pytest.raises(BadGateway) as caught:  # it may have started: never twice
+                await upstream.post(server.url(), {}, BODY)
+            assert caught.value.reason == "reset"
+            await upstream.close()
+        assert len(server.requests) == 2
+    runner(main())
+
+
 def test_a_new_connection_closed_before_the_response_is_a_502_and_not_resent(
     runner: Runner,
 ) -> None:
@@ -185,6 +209,56 @@ def test_a_new_connection_closed_before_the_response_is_a_502_and_not_resent(
             assert caught.value.reason == "reset"
             await upstream.close()
         assert len(server.requests) == 1
+    runner(main())
+
+
+def test_a_body_without_length_cut_by_a_reset_is_a_502_not_a_whole_body(runner: Runner) -> None:
+    async def main() -> None:
+        async def cut(writer: asyncio.StreamWriter, nth: int) -> bool:
+            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{\"half\":")
+            await writer.drain()
+            sock = writer.get_extra_info("socket")  # a reset (RST), not an orderly close
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+
+        async with Scripted(cut) as server:
+            upstream = await opened()
+            with pytest.raises(BadGateway):
+                await (await upstream.post(server.url(), {}, BODY)).read()
+            await upstream.close()
+    runner(main())
+
+
+def test_bytes_after_a_whole_response_cost_the_connection_not_the_response(
+    runner: Runner,
+) -> None:
+    async def main() -> None:
+        async with Scripted(reply(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno")) as server:
+            upstream = await opened()
+            for _ in range(2):
+                assert await (await upstream.post(server.url(), {}, BODY)).read() == b'{"ok":true}'
+            await upstream.close()
+        assert server.connections == 2
+    runner(main())
+
+
+def test_a_body_left_unread_past_the_buffer_does_not_stall_the_next_request(
+    runner: Runner,
+) -> None:
+    big = b"x" * (600 * 1024)  # past the buffer that pauses reading
+
+    async def main() -> None:
+        async with Scripted(reply(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s"
+                                  % (len(big), big))) as server:
+            upstream = await opened(first_byte_timeout_ms=2000)
+            first = await upstream.post(server.url(), {}, BODY)
+            async for _ in first.chunks():
+                break  # read a little, leave the rest
+            first.close()
+            second = await upstream.post(server.url(), {}, BODY)
+            assert await second.read() == big
+            await upstream.close()
     runner(main())
 
 
@@ -342,6 +416,50 @@ def test_the_connection_cap_holds_and_every_request_is_served(runner: Runner) ->
             await upstream.close()
         assert server.most_open <= 2
         assert server.connections == 2
+    runner(main())
+
+
+def test_at_the_cap_a_waiting_request_is_served_next_not_overtaken(runner: Runner) -> None:
+    async def main() -> None:
+        async with Scripted(reply(OK)) as server:
+            upstream = await opened(max_connections=1)
+            served_first = 0
+            hogging = True
+
+            async def hog() -> None:  # back-to-back requests, as a busy agent loop would send
+                nonlocal served_first
+                while hogging:
+                    await (await upstream.post(server.url(), {}, BODY)).read()
+                    served_first += 1
+
+            task = asyncio.ensure_future(hog())
+            while served_first < 3:
+                await asyncio.sleep(0)
+            before = served_first
+            assert await (await upstream.post(server.url(), {}, BODY)).read() == b'{"ok":true}'
+            assert served_first - before <= 2  # handed the connection at the next release
+            hogging = False
+            await task
+            await upstream.close()
+    runner(main())
+
+
+def test_a_queued_request_that_leaves_passes_its_turn_on(runner: Runner) -> None:
+    async def main() -> None:
+        async with Scripted(reply(OK)) as server:
+            upstream = await opened(max_connections=1)
+            holding = await upstream.post(server.url(), {}, BODY)
+            second = asyncio.ensure_future(upstream.post(server.url(), {}, BODY))
+            third = asyncio.ensure_future(upstream.post(server.url(), {}, BODY))
+            for _ in range(10):  # both queue behind the held connection
+                await asyncio.sleep(0)
+            assert await holding.read() == b'{"ok":true}'  # hands the connection to `second`...
+            second.cancel()  # ...which leaves before it runs
+            response = await asyncio.wait_for(third, 5)
+            assert await response.read() == b'{"ok":true}'
+            assert second.cancelled()
+            await upstream.close()
+        assert server.connections == 1
     runner(main())
 
 

@@ -56,7 +56,8 @@ def request_bytes(target: Target, headers: Mapping[str, str], body: bytes) -> by
     try:
         return "".join(head).encode("latin-1") + body
     except UnicodeEncodeError:
-        raise BadGateway("upstream headers must be latin-1 text", reason="config") from None
+        pass  # raised outside this block: the encode error's context would hold a key
+    raise BadGateway("upstream headers must be latin-1 text", reason="config")
 
 
 class UpstreamResponse:
@@ -64,11 +65,13 @@ class UpstreamResponse:
     streamed once. Closing it before the end drops the connection (a half-read response must
     not go back to the pool); a response read to the end returns it."""
 
-    __slots__ = ("_client", "_connection", "_deadline", "_origin", "_released", "headers", "status")
+    __slots__ = ("_client", "_connection", "_deadline", "_origin", "_pool", "_released", "headers",
+                 "status")
 
-    def __init__(self, client: UpstreamClient, connection: Connection, origin: Origin,
+    def __init__(self, client: UpstreamClient, pool: Pool, connection: Connection, origin: Origin,
                  deadline: float) -> None:
         self._client = client
+        self._pool = pool
         self._connection = connection
         self._origin = origin
         self._deadline = deadline
@@ -83,10 +86,10 @@ class UpstreamResponse:
             while True:
                 if connection.body:
                     parts.append(connection.take())  # taking resumes a socket paused when full
-                elif connection.error is not None:
-                    raise connection.error
                 elif connection.complete:
                     return parts[0] if len(parts) == 1 else b"".join(parts)
+                elif connection.error is not None:
+                    raise connection.error
                 else:
                     await connection.wait(self._client.wait_timeout(self._deadline))
         except Exception as exc:
@@ -101,20 +104,21 @@ class UpstreamResponse:
             while True:
                 if connection.body:
                     yield connection.take()
-                elif connection.error is not None:
-                    raise connection.error
                 elif connection.complete:
                     break
+                elif connection.error is not None:
+                    raise connection.error
                 else:
                     await connection.wait(self._client.wait_timeout(self._deadline))
         except Exception as exc:
             raise map_exception(exc) from exc
-        self.close()
+        finally:
+            self.close()  # to the pool when read to the end, else dropped
 
     def close(self) -> None:
         if not self._released:
             self._released = True
-            self._client.release(self._origin, self._connection)
+            self._pool.release(self._origin, self._connection)
 
     async def __aenter__(self) -> UpstreamResponse:
         return self
@@ -172,23 +176,16 @@ class UpstreamClient:
                 pool.release(target.origin, connection)  # not read to the end: closed
                 # A kept-alive connection the server closed as the request went out: nothing
                 # reached it, so the request goes once more, on a new connection.
-                if (isinstance(exc, ConnectionLost) and exc.before_response and reused
-                        and not resent):
+                if isinstance(exc, ConnectionLost) and exc.resendable and reused and not resent:
                     resent = True
                     continue
                 if isinstance(exc, Exception):
                     raise map_exception(exc) from exc
                 raise
-            return UpstreamResponse(self, connection, target.origin, deadline)
+            return UpstreamResponse(self, pool, connection, target.origin, deadline)
 
     def wait_timeout(self, deadline: float) -> float:
         return max(0.0, min(self._read_timeout, deadline - asyncio.get_running_loop().time()))
-
-    def release(self, origin: Origin, connection: Connection) -> None:
-        if self._pool is not None:
-            self._pool.release(origin, connection)
-        else:
-            connection.abort()
 
     async def _connect(self, target: Target, deadline: float) -> Connection:
         loop = asyncio.get_running_loop()

@@ -11,14 +11,18 @@ import httptools
 # Past this much unread response body the socket stops being read, so a client that reads a
 # stream slowly slows the upstream down instead of growing the gateway's memory.
 MAX_BUFFERED = 256 * 1024
+# A kept-alive connection lost this soon after a request went out, with nothing of a response
+# back, was closed by the server as the request crossed (its idle timeout): the request never
+# reached it, so it may be sent again. Later, the server may have started on it.
+RESEND_WINDOW_S = 0.25
 
 
 class ConnectionLost(Exception):
     """The connection ended before the response did."""
 
-    def __init__(self, before_response: bool) -> None:
+    def __init__(self, resendable: bool) -> None:
         super().__init__("upstream closed the connection")
-        self.before_response = before_response  # nothing of the response arrived: safe to resend
+        self.resendable = resendable  # lost as the request went out, before any response byte
 
 
 class MalformedResponse(Exception):
@@ -39,9 +43,13 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._sent_at = 0.0
         self._reset()
 
     def _reset(self) -> None:
+        if self._paused and self.transport is not None:  # a previous body left unread
+            self._paused = False
+            self.transport.resume_reading()
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -60,8 +68,9 @@ class Connection(asyncio.Protocol):
         self._reset()
         self.in_use = True
         if self.transport is None or self.closed or self.transport.is_closing():
-            self.error = ConnectionLost(before_response=True)
+            self.error = ConnectionLost(resendable=True)
             return
+        self._sent_at = self.loop.time()
         self.transport.write(data)
 
     async def wait(self, timeout: float) -> None:
@@ -90,7 +99,9 @@ class Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.closed and self.error is None
+        # All of the request written, too: a server may answer before reading all of it.
+        return (self.complete and self.keep_alive and not self.closed and self.error is None
+                and self.transport is not None and not self.transport.get_write_buffer_size())
 
     def abort(self) -> None:
         self.closed = True
@@ -109,17 +120,21 @@ class Connection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.error = MalformedResponse(str(exc))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.complete:  # bytes past a whole response only cost the connection
+                self.error = MalformedResponse(str(exc))
             self.abort()
             self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.headers_done and not self.complete and not self.framed:
+        if self.complete or self.error is not None:
+            pass
+        elif exc is None and self.headers_done and not self.framed:
             self.complete = True  # a body delimited by the end of the connection has ended
-        elif not self.complete and self.error is None:
-            self.error = ConnectionLost(before_response=not self.received)
+        else:
+            soon = self.loop.time() - self._sent_at < RESEND_WINDOW_S
+            self.error = ConnectionLost(resendable=soon and not self.received)
         self._wake()
 
     def _wake(self) -> None:
@@ -128,6 +143,10 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     # httptools' callbacks.
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response to one request: stop parsing (data_received)
+            raise MalformedResponse("bytes after the end of the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
