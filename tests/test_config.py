@@ -152,12 +152,42 @@ def test_mistakes_name_the_key_path(text: str, message: str) -> None:
     assert str(caught.value).startswith(message), str(caught.value)
 
 
-def test_a_key_read_from_a_file_loses_its_newline_and_a_key_with_a_line_inside_is_refused() -> None:
-    text = "model_providers: [{model: openai/a, access_key: $KEY}]"
-    assert load(text, {"KEY": "sk-from-a-file\n"}).models["openai/a"].access_key == "sk-from-a-file"
+KEYED = """
+model_providers: [{model: openai/a, access_key: $KEY}]
+auth: {keys: [{key: $KEY, tenant: t}], admin_keys: [$KEY]}
+"""
+
+
+def test_keys_read_from_a_file_lose_their_newline() -> None:
+    config = load(KEYED, {"KEY": "sk-from-a-file\n"})
+    assert config.models["openai/a"].access_key == "sk-from-a-file"
+    assert config.auth.keys[0].key == "sk-from-a-file"
+    assert config.auth.admin_keys == ("sk-from-a-file",)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        (KEYED, {"KEY": "sk-one\nsk-two"}, "model_providers[0].access_key: contains a line break"),
+        (KEYED, {"KEY": "sk-caf\u00e9\u2019"},
+         "model_providers[0].access_key: must be latin-1 text (it is sent in an HTTP header)"),
+        ("model_providers: [{model: openai/a, access_key: [sk-verysecretkey123]}]", {},
+         "model_providers[0].access_key: expected a string, got a list"),
+        ("model_providers: [{model: openai/a}]\nauth: {keys: [{key: {k: sk-verysecretkey123}}]}", {},
+         "auth.keys[0].key: expected a string, got a dict"),
+        ("model_providers: [{model: openai/a}]\nauth: {admin_keys: sk-verysecretkey123}", {},
+         "auth.admin_keys: expected a list, got a str"),
+        ("model_providers: [{model: openai/a}]\nauth: {admin_keys: [$KEY]}", {"KEY": "a\rb"},
+         "auth.admin_keys[0]: contains a line break"),
+    ],
+)
+def test_a_bad_key_is_named_by_its_path_and_never_echoed(
+    text: str, env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(text, {"KEY": "sk-one\nsk-two"})
-    assert str(caught.value) == "model_providers[0].access_key: contains a line break"
+        load(text, env)
+    assert str(caught.value) == message
+    assert "secret" not in str(caught.value) and "sk-one" not in str(caught.value)
 
 
 def test_interpolation_forms() -> None:

@@ -145,9 +145,7 @@ def _providers(
         base_url = node.string("base_url") or None
         if base_url is None and provider in KNOWN_WITHOUT_DEFAULT:
             raise ConfigError(f"{path}.base_url", f"is required for provider {provider!r}")
-        access_key = (node.string("access_key") or "").strip()  # a key read from a file ends in \n
-        if "\n" in access_key or "\r" in access_key:
-            raise ConfigError(f"{path}.access_key", "contains a line break")  # never the value
+        access_key = node.secret("access_key")
         providers.append(
             ModelProvider(
                 model=model,
@@ -382,12 +380,14 @@ def _auth(root: Node) -> AuthConfig:
     keys = []
     for element, path in node.items("keys"):
         entry = Node(element, path, root.environ)
-        key = entry.string("key", required=True) or ""
+        key = entry.secret("key")
+        if key is None:
+            raise ConfigError(f"{path}.key", "is required")
         if not key:
             raise ConfigError(f"{path}.key", "is empty")
         keys.append(AuthKey(key=key, tenant=entry.string("tenant", "default") or "default"))
         entry.finish()
-    admin = node.strings("admin_keys")
+    admin = node.secrets("admin_keys")
     if any(not key for key in admin):
         raise ConfigError(node.at("admin_keys"), "contains an empty key")
     node.finish()

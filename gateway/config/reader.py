@@ -176,6 +176,30 @@ class Node:
     def strings(self, key: str) -> tuple[str, ...]:
         return tuple(self.text(element, path) for element, path in self.items(key))
 
+    def secret(self, key: str) -> str | None:
+        """A key or token. Errors never echo it; surrounding whitespace goes (a key read from a
+        file ends in a newline); it must be one line of latin-1, as an HTTP header value."""
+        value = self.raw(key)
+        return None if value is None else self._secret(value, self.at(key))
+
+    def secrets(self, key: str) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(self.at(key), f"expected a list, got a {type(value).__name__}")
+        return tuple(self._secret(element, join(self.at(key), index)) for index, element in enumerate(value))
+
+    def _secret(self, value: Any, path: str) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ConfigError(path, f"expected a string, got a {type(value).__name__}")
+        text = interpolate(str(value), path, self.environ).strip()
+        if "\n" in text or "\r" in text:
+            raise ConfigError(path, "contains a line break")
+        if any(ord(char) > 255 for char in text):
+            raise ConfigError(path, "must be latin-1 text (it is sent in an HTTP header)")
+        return text
+
     def finish(self, unsupported: Mapping[str, str] | None = None) -> list[str]:
         """Fail on an unknown key; return one warning per known-but-unsupported (Plano) key."""
         unsupported = unsupported or {}
