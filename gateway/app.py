@@ -110,10 +110,12 @@ def create_app(config: Config) -> FastPaths:
             state["ready"] = False
             sampler.cancel()
             flusher.cancel()
-            await router.close()
-            await store.close()
-            await upstream.close()
-            metrics.close()
+            try:
+                await router.close()
+                await store.close()
+                await upstream.close()
+            finally:
+                metrics.close()  # the last counts, and the worker's multiprocess files marked dead
 
     completions: dict[str, ASGIApp] = {
         "/v1/chat/completions": Completions(pipeline, OPENAI, "chat_completions"),
@@ -153,7 +155,10 @@ async def _flush_metrics(metrics: Metrics) -> None:
     behind). Scrapes this worker answers flush first anyway."""
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
-        metrics.flush()
+        try:
+            metrics.flush()
+        except Exception:  # a bug, but the next flush must still come
+            logger.exception("flushing metrics failed")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

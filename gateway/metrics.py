@@ -184,9 +184,9 @@ class Metrics:
         self._tally(self.ttft, model).add(seconds)
 
     def usage(self, model: str, prompt: int, completion: int) -> None:
-        if prompt:
+        if prompt > 0:  # counters only grow: prometheus_client refuses a negative increment
             self._tally(self.tokens, model, "prompt").add(prompt)
-        if completion:
+        if completion > 0:
             self._tally(self.tokens, model, "completion").add(completion)
 
     def upstream_error(self, provider: str, reason: str) -> None:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import Metrics
+from gateway.providers.openai import usage_of
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from tests.configs import CODE, REASON, three_models
 from tests.support import ThreadServer, free_port, gateway, serve, wait_for
@@ -96,6 +97,20 @@ def test_tallies_flush_into_the_same_exposition_as_direct_updates() -> None:
     direct.requests.labels("chat_completions", "m", "200").inc()
     tallied.render()  # a scrape flushes first
     assert without_created(tallied.registry) == without_created(direct.registry)
+
+
+def test_token_counts_that_are_not_counts_are_not_counted() -> None:
+    assert usage_of(b'{"usage": {"prompt_tokens": -5, "completion_tokens": "7"}}') == {
+        "prompt_tokens": 0, "completion_tokens": 0}
+    metrics = Metrics()
+    metrics.usage("m", -5, 3)  # a negative increment would make every later flush fail
+    metrics.request("chat_completions", "m", 200, 0.1)
+    samples = {(s.name, s.labels.get("kind")): s.value
+               for family in text_string_to_metric_families(metrics.render().decode())
+               for s in family.samples}
+    assert samples[("gateway_tokens_total", "completion")] == 3
+    assert ("gateway_tokens_total", "prompt") not in samples
+    assert samples[("gateway_requests_total", None)] == 1
 
 
 def without_created(registry: CollectorRegistry) -> list[str]:

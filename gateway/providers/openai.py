@@ -103,7 +103,9 @@ def _lines_with(block: bytes, needle: bytes) -> list[bytes]:
 
 
 def _count(usage: dict[str, Any], openai_name: str, anthropic_name: str) -> int:
-    return int(usage.get(openai_name) or usage.get(anthropic_name) or 0)
+    """A token count, or 0 for anything that is not a count (it feeds monotonic counters)."""
+    value = usage.get(openai_name) or usage.get(anthropic_name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _find_usage(event: Any) -> dict[str, Any] | None:
