@@ -284,6 +284,10 @@ def test_bad_requests_and_unknown_paths(url: str) -> None:
         {"role": "assistant", "content": "x", "tool_calls": True}, *USER]})
     assert not_calls.status_code == 400  # as a provider would, not a crash
     assert not_calls.json()["error"]["message"] == "messages[0].tool_calls: an array is required"
+    odd_ids = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [
+        {"role": "assistant", "tool_calls": [{"id": ["x"], "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": {"x": 1}, "content": "r"}, *USER]})
+    assert odd_ids.status_code == 200  # ids that are not strings label nothing; no crash
     unknown = httpx.post(f"{url}/chat/completions", json={})
     assert unknown.status_code == 404 and "error" in unknown.json()
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}

@@ -51,7 +51,7 @@ def parse(raw: Any, digest: str) -> Conversation:
     chars = len(text_of(body.get("system")))
     calls: list[tuple[str, JsonObject]] = []
     results: list[ToolResult] = []
-    names: dict[Any, str] = {}  # tool_use id -> tool name, to label the results
+    names: dict[str, str] = {}  # tool_use id -> tool name, to label the results
     for message in messages:
         content = message.get("content")
         chars += len(text_of(content))
@@ -62,11 +62,13 @@ def parse(raw: Any, digest: str) -> Conversation:
                 arguments = arguments if isinstance(arguments, dict) else {}
                 chars += len(orjson.dumps(arguments))
                 calls.append((block["name"], arguments))
-                names[block.get("id")] = block["name"]
+                if isinstance(block.get("id"), str):
+                    names[block["id"]] = block["name"]
             elif kind == "tool_result":
                 text = text_of(block.get("content"))
                 chars += len(text)
-                results.append(ToolResult(names.get(block.get("tool_use_id"), "tool"), text))
+                used = block.get("tool_use_id")
+                results.append(ToolResult(names.get(used, "tool") if isinstance(used, str) else "tool", text))
     return Conversation(
         model=model,
         stream=body.get("stream") is True,

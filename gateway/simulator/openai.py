@@ -49,7 +49,7 @@ def parse(raw: Any, digest: str) -> Conversation:
     chars = 0
     calls: list[tuple[str, JsonObject]] = []
     results: list[ToolResult] = []
-    names: dict[Any, str] = {}  # tool_call_id -> tool name, to label the results
+    names: dict[str, str] = {}  # tool_call_id -> tool name, to label the results
     for index, message in enumerate(messages):
         chars += len(text_of(message.get("content")))
         if message["role"] == "assistant":
@@ -63,9 +63,11 @@ def parse(raw: Any, digest: str) -> Conversation:
                 raw_arguments = function.get("arguments")
                 chars += len(raw_arguments) if isinstance(raw_arguments, str) else 0
                 calls.append((function["name"], load_arguments(raw_arguments)))
-                names[call.get("id")] = function["name"]
+                if isinstance(call.get("id"), str):
+                    names[call["id"]] = function["name"]
         elif message["role"] == "tool":
-            name = names.get(message.get("tool_call_id"), "tool")
+            called = message.get("tool_call_id")
+            name = names.get(called, "tool") if isinstance(called, str) else "tool"
             results.append(ToolResult(name, text_of(message.get("content"))))
     options = body.get("stream_options")
     return Conversation(
