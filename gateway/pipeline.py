@@ -126,7 +126,9 @@ class Pipeline:
             request, outcome = await self.prepare(scope, receive, api, tenant)
             try:
                 served = await self.dispatcher.call(request, outcome.decision, api.name)
-            except UpstreamError:
+            except UpstreamError as failure:
+                if failure.reason == "rejected":  # the request's fault: no model is to blame
+                    raise
                 moved = await self.decider.reroute(request, outcome, outcome.decision.model)
                 if moved is None:
                     raise

@@ -37,3 +37,20 @@ def test_pinned_model_failing(simulator: ThreadServer, redis_url: str, mode: str
         assert (again.headers["x-gateway-model"], again.headers["x-model-affinity-status"]) == (
             "openai/gpt-4o", "hit")
         assert "x-gateway-rerouted-from" not in again.headers
+
+
+def test_a_request_the_upstream_rejects_does_not_move_the_pin(
+    simulator: ThreadServer, redis_url: str
+) -> None:
+    config = three_models(simulator.url, redis_url, on_pinned_failure="reroute")
+    with gateway(config) as replica:
+        assert chat(replica.url, CODE).headers["x-gateway-model"] == "vllm/coder"
+        rejected = httpx.post(  # the client's fault: every model would refuse it
+            f"{replica.url}/v1/chat/completions", headers={"X-Model-Affinity": "sess"},
+            json={"messages": [{"role": "assistant", "content": "x", "tool_calls": True},
+                               {"role": "user", "content": CODE}]})
+        assert rejected.status_code == 400
+        assert "x-gateway-rerouted-from" not in rejected.headers
+        after = chat(replica.url, REASON)
+        assert (after.headers["x-gateway-model"], after.headers["x-model-affinity-status"]) == (
+            "vllm/coder", "hit")
