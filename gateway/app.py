@@ -31,6 +31,7 @@ from gateway.endpoints import (
     RoutingDecision,
 )
 from gateway.errors import ClientError, GatewayError, MethodNotAllowed
+from gateway.logs import setup_logging
 from gateway.metrics import FLUSH_INTERVAL_S, Metrics
 from gateway.openapi import openapi_document
 from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
@@ -41,6 +42,7 @@ from gateway.upstream import UpstreamClient
 
 logger = logging.getLogger("gateway")
 CONFIG_ENV = "AFFINITY_GATEWAY_CONFIG"
+LOG_LEVEL_ENV = "AFFINITY_GATEWAY_LOG_LEVEL"  # `serve --log-level`, for every worker
 PIN_GAUGE_INTERVAL_S = 15.0
 
 
@@ -181,5 +183,9 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def app_from_env() -> ASGIApp:
-    """uvicorn's factory for `serve` (also with --workers): the config path comes from the env."""
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    """uvicorn's factory for `serve`, run in every worker process: the config path and log level
+    come from the env. Logging is set up here because worker processes start fresh and uvicorn
+    has just applied its own logging config."""
+    config = load_config(os.environ[CONFIG_ENV])
+    setup_logging(os.environ.get(LOG_LEVEL_ENV) or config.logging.level, config.logging.format)
+    return create_app(config)

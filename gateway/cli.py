@@ -75,7 +75,7 @@ def check_config(path: str) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from gateway.app import CONFIG_ENV
+    from gateway.app import CONFIG_ENV, LOG_LEVEL_ENV
     from gateway.metrics import MULTIPROC_ENV
 
     try:
@@ -95,6 +95,7 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         return 1
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    os.environ[LOG_LEVEL_ENV] = level
     metrics_dir = None
     if args.workers > 1:  # workers add up their metrics through files in a private directory
         metrics_dir = tempfile.mkdtemp(prefix="affinity-gateway-metrics-")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -166,13 +167,14 @@ def test_two_workers_are_counted_in_one_scrape(
         stop(process)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])  # worker processes set up their own logging
 def test_one_json_log_line_per_request_and_no_secrets(
-    simulator: ThreadServer, tmp_path: Path
+    simulator: ThreadServer, redis_url: str, tmp_path: Path, workers: str
 ) -> None:
-    config = three_models(simulator.url)
+    config = three_models(simulator.url, redis_url)
     config["logging"] = {"format": "json", "level": "info"}
     config["auth"] = {"keys": [{"key": "gw-team-key-123456", "tenant": "a"}]}
-    process, url = start_gateway(config, tmp_path)
+    process, url = start_gateway(config, tmp_path, "--workers", workers)
     bodies = []
     try:
         auth = {"authorization": "Bearer gw-team-key-123456"}
