@@ -125,8 +125,10 @@ def create_app(config: Config) -> FastPaths:
     }
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in completions.items()),
-        Route("/routing/v1/chat/completions", RoutingDecision(pipeline, OPENAI), methods=["POST"]),
-        Route("/routing/v1/messages", RoutingDecision(pipeline, ANTHROPIC), methods=["POST"]),
+        Route("/routing/v1/chat/completions",
+              RoutingDecision(pipeline, OPENAI, "routing_chat_completions"), methods=["POST"]),
+        Route("/routing/v1/messages", RoutingDecision(pipeline, ANTHROPIC, "routing_messages"),
+              methods=["POST"]),
         Route("/v1/models", Models(config), methods=["GET"]),
         Route("/v1/affinity/{affinity_id:path}", AffinityAdmin(store, auth),
               methods=["GET", "DELETE"]),

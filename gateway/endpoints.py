@@ -33,12 +33,13 @@ class Completions:
 class RoutingDecision:
     """POST /routing/v1/chat/completions and /routing/v1/messages."""
 
-    def __init__(self, pipeline: Pipeline, api: Api) -> None:
+    def __init__(self, pipeline: Pipeline, api: Api, endpoint: str) -> None:
         self.pipeline = pipeline
         self.api = api
+        self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.pipeline.decision(scope, receive, send, self.api)
+        await self.pipeline.decision(scope, receive, send, self.api, self.endpoint)
 
 
 class Models:

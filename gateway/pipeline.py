@@ -158,20 +158,28 @@ class Pipeline:
             if tenant is not None:
                 self.concurrency.release(tenant)
             self.metrics.finished()
-            elapsed = time.perf_counter() - started
-            model = served.provider.model if served else ""
-            self.metrics.request(endpoint, model, status, elapsed)
-            affinity_id = header(scope, b"x-model-affinity")
-            self.access.request(
-                request_id=rid, endpoint=endpoint, status=status, model=model,
-                route=outcome.decision.route if outcome else None,
-                affinity=outcome.status if outcome else None,
-                session=short_hash(affinity_id) if affinity_id else None,
-                upstream_status=served.response.status if served else None,
-                latency_ms=round(elapsed * 1000, 2),
-                prompt_tokens=usage["prompt_tokens"] if usage else None,
-                completion_tokens=usage["completion_tokens"] if usage else None,
-            )
+            self._record(scope, rid, endpoint, status, started, outcome, served, usage)
+
+    def _record(
+        self, scope: Scope, rid: str, endpoint: str, status: int, started: float,
+        outcome: Outcome | None, served: Served | None = None, usage: dict[str, int] | None = None,
+    ) -> None:
+        """The request's metrics and access line. A request that failed upstream is counted
+        under the model it was for (the one its x-gateway-model header names)."""
+        elapsed = time.perf_counter() - started
+        model = served.provider.model if served else outcome.decision.model if outcome else ""
+        self.metrics.request(endpoint, model, status, elapsed)
+        affinity_id = header(scope, b"x-model-affinity")
+        self.access.request(
+            request_id=rid, endpoint=endpoint, status=status, model=model,
+            route=outcome.decision.route if outcome else None,
+            affinity=outcome.status if outcome else None,
+            session=short_hash(affinity_id) if affinity_id else None,
+            upstream_status=served.response.status if served else None,
+            latency_ms=round(elapsed * 1000, 2),
+            prompt_tokens=usage["prompt_tokens"] if usage else None,
+            completion_tokens=usage["completion_tokens"] if usage else None,
+        )
 
     async def _whole(self, served: Served, headers: Headers, send: Send) -> dict[str, int] | None:
         started = time.perf_counter()
@@ -252,13 +260,17 @@ class Pipeline:
             self.metrics.usage(provider.model, usage["prompt_tokens"], usage["completion_tokens"])
         return usage
 
-    async def decision(self, scope: Scope, receive: Receive, send: Send, api: Api) -> None:
+    async def decision(
+        self, scope: Scope, receive: Receive, send: Send, api: Api, endpoint: str
+    ) -> None:
         """The routing decision only (Plano's /routing endpoints): no provider is called."""
+        started = time.perf_counter()
         rid = request_id(scope)
         try:
             _, outcome = await self.prepare(scope, receive, api, self.admit(scope))
         except GatewayError as error:
             await respond(send, error.status, api.error_body(error), decision_headers(rid, None, None))
+            self._record(scope, rid, endpoint, error.status, started, None)
             return
         body = {
             "models": list(outcome.decision.models),
@@ -268,3 +280,4 @@ class Pipeline:
             "pinned": outcome.status in ("hit", "degraded") and outcome.decision.source == "affinity",
         }
         await respond(send, 200, orjson.dumps(body), decision_headers(rid, outcome, None))
+        self._record(scope, rid, endpoint, 200, started, outcome)

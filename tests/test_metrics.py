@@ -56,20 +56,25 @@ def test_known_mix_gives_exact_counts(simulator: ThreadServer, redis_url: str) -
                         stream_options={"include_usage": True})
         assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
         assert chat(server.url, "hi", model="dead").status_code == 503          # failing upstream
+        routed = httpx.post(f"{server.url}/routing/v1/chat/completions",       # a decision only
+                            json={"messages": [{"role": "user", "content": CODE}]})
+        assert routed.status_code == 200
         samples = scrape(server.url)
     total = "gateway_requests_total"
     assert value(samples, total, endpoint="chat_completions", model="openai/gpt-4o", status="200") == 3
     assert value(samples, total, endpoint="chat_completions", model="vllm/coder", status="200") == 3
-    assert value(samples, total, endpoint="chat_completions", model="", status="503") == 1
+    # a failed request counts under the model it was for, as its x-gateway-model header says
+    assert value(samples, total, endpoint="chat_completions", model="vllm/dead", status="503") == 1
+    assert value(samples, total, endpoint="routing_chat_completions", model="vllm/coder", status="200") == 1
     assert value(samples, "gateway_request_duration_seconds_count", endpoint="chat_completions") == 7
     events = "gateway_affinity_events_total"
     assert (value(samples, events, event="new"), value(samples, events, event="hit")) == (2, 2)
     decisions = "gateway_routing_decisions_total"
-    assert value(samples, decisions, route="code_generation", model="vllm/coder", source="router") == 1
+    assert value(samples, decisions, route="code_generation", model="vllm/coder", source="router") == 2
     assert value(samples, decisions, route="code_generation", model="vllm/coder", source="affinity") == 2
     assert value(samples, decisions, route="complex_reasoning", model="openai/gpt-4o", source="router") == 3
     assert value(samples, decisions, route="", model="vllm/dead", source="router") == 1
-    assert value(samples, "gateway_router_duration_seconds_count", router="builtin") == 5
+    assert value(samples, "gateway_router_duration_seconds_count", router="builtin") == 6
     assert value(samples, "gateway_time_to_first_token_seconds_count", model="openai/gpt-4o") == 1
     assert value(samples, "gateway_upstream_errors_total", provider="vllm", reason="connect") == 1
     assert value(samples, "gateway_tokens_total", model="vllm/coder", kind="completion") > 0
