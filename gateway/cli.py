@@ -27,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: the config's listener, else 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default: the config's listener, else 12000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.add_argument("--log-level", help="debug, info, warning, error (default: from config)")
+    serve.add_argument("--log-level", type=str.lower,
+                       choices=("debug", "info", "warning", "error", "critical"),
+                       help="(default: the config's logging.level)")
 
     simulate = commands.add_parser("simulate", help="a local fake OpenAI/Anthropic provider")
     simulate.add_argument("--host", default="127.0.0.1")

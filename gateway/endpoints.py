@@ -73,7 +73,7 @@ class AffinityAdmin:
         try:
             if self.auth.enabled:
                 self.auth.require_admin(scope)
-            affinity_id = validate_affinity_id(scope["path_params"]["affinity_id"])
+            affinity_id = validate_affinity_id(scope["path_params"]["affinity_id"], "affinity_id")
             tenant = self._tenant(scope)
             key = pin_key(tenant, affinity_id)
             if scope["method"] == "DELETE":

@@ -58,6 +58,8 @@ def test_pins_are_managed_with_the_admin_key_per_tenant(server: ThreadServer) ->
     assert httpx.delete(url, params={"tenant": "team-b"}, headers=admin).status_code == 404
     assert httpx.delete(url, params={"tenant": "team-a"}, headers=admin).status_code == 200
     assert httpx.get(url, params={"tenant": "team-a"}, headers=admin).status_code == 404
+    bad = httpx.get(f"{server.url}/v1/affinity/bad%20id", headers=admin).json()["error"]
+    assert (bad["code"], bad["param"]) == ("invalid_affinity_id", "affinity_id")  # not the header
     again = chat(server.url, TEAM_A, REASON)  # the dropped pin is routed afresh
     assert (again.headers["x-gateway-model"], again.headers["x-model-affinity-status"]) == (
         "openai/gpt-4o", "new")

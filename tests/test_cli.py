@@ -44,3 +44,11 @@ def test_serve_refuses_workers_with_the_memory_store(tmp_path: Path) -> None:
     result = run("serve", "--config", str(path), "--workers", "2")
     assert result.returncode == 1
     assert "needs the redis store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_contradictory_or_unknown_options_are_refused_by_name() -> None:
+    both = run("demo", "--config", "config.yaml", "--offline")
+    assert both.returncode == 2 and "--offline: not allowed with argument --config" in both.stderr
+    loud = run("serve", "--log-level", "loud")
+    assert loud.returncode == 2 and "--log-level: invalid choice: 'loud'" in loud.stderr
+    assert "Traceback" not in both.stderr + loud.stderr

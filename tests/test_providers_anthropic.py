@@ -478,6 +478,7 @@ CHAT_REQUEST_ERRORS: list[tuple[str, dict[str, Any], str]] = [
         {"messages": [user("x")], "tools": [{"type": "custom", "custom": {"name": "g"}}]},
         "only function tools",
     ),
+    ("tools not a list", {"messages": [user("x")], "tools": "x"}, "tools: an array"),
     (
         "unknown tool_choice",
         {"messages": [user("x")], "tools": [WEATHER_TOOL], "tool_choice": "sometimes"},

@@ -72,12 +72,13 @@ class AffinityStore(Protocol):
     async def close(self) -> None: ...
 
 
-def validate_affinity_id(raw: str) -> str:
+def validate_affinity_id(raw: str, where: str = "X-Model-Affinity") -> str:
+    """`where`: what the client sent the id in (the header, or the admin path's parameter)."""
     if not _VALID_ID.fullmatch(raw):
         raise BadRequest(
-            "X-Model-Affinity must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ / + = -",
+            f"{where} must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ / + = -",
             code="invalid_affinity_id",
-            param="X-Model-Affinity",
+            param=where,
         )
     return raw
 

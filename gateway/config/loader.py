@@ -402,7 +402,7 @@ def _logging(root: Node) -> LoggingConfig:
         format=cast(Any, node.string("format", "auto", choices=("auto", "json", "text"))),
     )
     if config.level not in levels:
-        raise ConfigError(node.at("level"), f"expected one of {', '.join(levels)}")
+        raise ConfigError(node.at("level"), f"expected one of {', '.join(levels)}, got {config.level!r}")
     node.finish()
     return config
 

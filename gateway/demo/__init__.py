@@ -15,13 +15,14 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    providers = parser.add_mutually_exclusive_group()  # a config's own providers, or the simulator
+    providers.add_argument(
         "--config", metavar="FILE",
         help="run against this gateway config's providers (keys from the environment); its "
         "session_cache is replaced by the demo's Redis",
     )
     parser.add_argument("--replicas", type=int, default=2, help="gateway replicas (default 2)")
-    parser.add_argument(
+    providers.add_argument(
         "--offline", action="store_true",
         help="use the simulator even when OPENAI_API_KEY or ANTHROPIC_API_KEY is set",
     )

@@ -287,6 +287,8 @@ def _add_tools(chat: dict[str, Any], out: dict[str, Any]) -> None:
     tools = chat.get("tools")
     if not tools:
         return  # Anthropic rejects tool_choice without tools
+    if not isinstance(tools, list):
+        raise TranslationError("tools: an array of tools is required", param="tools")
     converted = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
