@@ -69,11 +69,22 @@ class Decider:
         status: AffinityStatus = "degraded" if pinned.degraded else "new"
         if pinned.created:
             self.metrics.affinity("new")
-        else:  # another replica pinned this session first: serve its choice
-            self.metrics.affinity("race_lost")
-            status = "degraded" if pinned.degraded else "hit"
+            # The route's fallbacks stay: nothing of the session lives on any model yet, so if
+            # the first model fails the turn goes to the next, and `follow` moves the pin there.
+            return Outcome(decision, status, key)
+        self.metrics.affinity("race_lost")  # another replica pinned this session first: serve its choice
         served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
-        return Outcome(served, status, key)
+        return Outcome(served, "degraded" if pinned.degraded else "hit", key)
+
+    async def follow(self, outcome: Outcome, model: str) -> Outcome:
+        """A first turn served by a fallback model: the pin moves to it (compare-and-set), so the
+        session's later turns go where its context now is."""
+        assert outcome.key is not None
+        route = outcome.decision.route
+        pinned = await self.store.repin(outcome.key, Pin(outcome.decision.model, route), Pin(model, route))
+        self.metrics.affinity("new" if pinned.created else "race_lost")
+        decision = Decision(route, (model,), outcome.decision.source)
+        return Outcome(decision, outcome.status, outcome.key, rerouted_from=outcome.decision.model)
 
     async def reroute(self, request: ChatRequest, outcome: Outcome, failed: str) -> Outcome | None:
         """`on_pinned_failure: reroute`: route again without the failed model and move the pin,

@@ -126,6 +126,8 @@ class Pipeline:
             request, outcome = await self.prepare(scope, receive, api, tenant)
             try:
                 served = await self.dispatcher.call(request, outcome.decision, api.name)
+                if outcome.key is not None and served.provider.model != outcome.decision.model:
+                    outcome = await self.decider.follow(outcome, served.provider.model)
             except UpstreamError as failure:
                 if failure.reason == "rejected":  # the request's fault: no model is to blame
                     raise

@@ -21,22 +21,46 @@ def chat(url: str, text: str) -> httpx.Response:
 
 
 @pytest.mark.parametrize("mode", ["error", "reroute"])
-def test_pinned_model_failing(simulator: ThreadServer, redis_url: str, mode: str) -> None:
+def test_a_first_turn_whose_model_fails_is_served_by_the_next_and_the_pin_follows(
+    simulator: ThreadServer, redis_url: str, mode: str
+) -> None:
     config = three_models(simulator.url, redis_url, on_pinned_failure=mode)
     config["model_providers"][2]["base_url"] = dead_url()  # vllm/coder, code_generation's first model
     with gateway(config) as first, gateway(config) as second:
-        response = chat(first.url, CODE)
-        if mode == "error":
-            assert response.status_code == 503
-            assert chat(second.url, REASON).status_code == 503  # still pinned to the dead model
-            return
+        response = chat(first.url, CODE)  # nothing of the session lives on any model yet
         assert response.status_code == 200
+        assert (response.headers["x-gateway-model"], response.headers["x-model-affinity-status"]) == (
+            "openai/gpt-4o", "new")
         assert response.headers["x-gateway-rerouted-from"] == "vllm/coder"
-        assert response.headers["x-gateway-model"] == "openai/gpt-4o"
-        again = chat(second.url, REASON)  # the other replica sees the moved pin
+        again = chat(second.url, REASON)  # the other replica sees the pin where the turn went
         assert (again.headers["x-gateway-model"], again.headers["x-model-affinity-status"]) == (
             "openai/gpt-4o", "hit")
         assert "x-gateway-rerouted-from" not in again.headers
+
+
+@pytest.mark.parametrize("mode", ["error", "reroute"])
+def test_pinned_model_failing_later(simulator: ThreadServer, redis_url: str, mode: str) -> None:
+    coder = ThreadServer(create_simulator_app(SimulatorSettings())).start()
+    config = three_models(simulator.url, redis_url, on_pinned_failure=mode)
+    config["model_providers"][2]["base_url"] = coder.url  # vllm/coder, code_generation's first model
+    try:
+        with gateway(config) as first, gateway(config) as second:
+            assert chat(first.url, CODE).headers["x-gateway-model"] == "vllm/coder"
+            coder.stop()  # the session's model goes away after its first turn
+            response = chat(first.url, REASON)
+            if mode == "error":
+                assert response.status_code == 503
+                assert chat(second.url, REASON).status_code == 503  # still pinned to the dead model
+                return
+            assert response.status_code == 200
+            assert response.headers["x-gateway-rerouted-from"] == "vllm/coder"
+            assert response.headers["x-gateway-model"] == "openai/gpt-4o"
+            again = chat(second.url, REASON)  # the other replica sees the moved pin
+            assert (again.headers["x-gateway-model"], again.headers["x-model-affinity-status"]) == (
+                "openai/gpt-4o", "hit")
+            assert "x-gateway-rerouted-from" not in again.headers
+    finally:
+        coder.stop()
 
 
 def test_a_request_the_upstream_rejects_does_not_move_the_pin(

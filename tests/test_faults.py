@@ -395,7 +395,7 @@ def test_an_anthropic_stream_cut_short_is_not_passed_off_as_whole() -> None:
     assert names[-1] == "error", names
 
 
-# --- Fallbacks: a route's later models, for unpinned requests only -------------------------
+# --- Fallbacks: a route's later models, for unpinned requests and first turns ----------------
 
 
 def fallback_script() -> Scripted:
@@ -416,13 +416,28 @@ def test_an_unpinned_request_falls_back_to_the_routes_next_model() -> None:
         assert (up.count("coder"), up.count("gpt-4o")) == (2, 1)
 
 
-def test_a_pinned_request_does_not_fall_back() -> None:
-    with replica_over(fallback_script()) as (server, up):
+def test_a_first_turn_falls_back_and_its_pin_follows() -> None:
+    with replica_over(fallback_script(), max_retries=1) as (server, up):
         body = {"model": "auto", "messages": [{"role": "user", "content": CODE}]}
-        for _ in range(2):  # the first turn pins the route's first model; the next one hits it
-            response = post(server, body, **{"X-Model-Affinity": "session-pinned"})
-            assert response.status_code == 502
-            assert "coder is down" in response.json()["error"]["message"]
-            assert response.headers["x-gateway-model"] == "vllm/coder"
+        first = post(server, body, **{"X-Model-Affinity": "session-new"})
+        assert first.status_code == 200
+        assert (first.headers["x-gateway-model"], first.headers["x-gateway-rerouted-from"]) == (
+            "openai/gpt-4o", "vllm/coder")
+        second = post(server, body, **{"X-Model-Affinity": "session-new"})
+        assert (second.headers["x-gateway-model"], second.headers["x-model-affinity-status"]) == (
+            "openai/gpt-4o", "hit")
+        assert (up.count("coder"), up.count("gpt-4o")) == (2, 2)
+
+
+def test_a_pinned_request_does_not_fall_back() -> None:
+    # The session is pinned to vllm/coder on a first turn it served; then coder goes down.
+    script = Scripted(ok(), by_model={"coder": [ok(), status(500, "coder is down")]})
+    with replica_over(script, max_retries=1) as (server, up):
+        body = {"model": "auto", "messages": [{"role": "user", "content": CODE}]}
+        assert post(server, body, **{"X-Model-Affinity": "session-pinned"}).status_code == 200
+        response = post(server, body, **{"X-Model-Affinity": "session-pinned"})
+        assert response.status_code == 502
+        assert "coder is down" in response.json()["error"]["message"]
+        assert response.headers["x-gateway-model"] == "vllm/coder"
         assert response.headers["x-model-affinity-status"] == "hit"
-        assert (up.count("coder"), up.count("gpt-4o")) == (2, 0)
+        assert (up.count("coder"), up.count("gpt-4o")) == (3, 0)
