@@ -185,6 +185,32 @@ def test_a_hung_redis_costs_one_socket_timeout(killable_redis: RedisServer) -> N
     run(main())
 
 
+def test_a_delete_while_outage_pins_are_published_is_not_undone_by_the_publish(
+    redis_url: str,
+) -> None:
+    async def main() -> None:
+        async with opened(routing(redis_url)) as store:
+            key = pin_key("t", "published-late")
+            release = asyncio.Event()
+
+            async def publishing() -> None:  # the flush after an outage, this pin in its batch
+                try:
+                    await release.wait()
+                    await store._publish(key, A)
+                finally:
+                    store._publishing, store._flush = {}, None
+
+            store._publishing = {key: A}
+            store._flush = asyncio.ensure_future(publishing())
+            deleting = asyncio.ensure_future(store.delete(key))
+            await asyncio.sleep(0)  # the delete has started and found the pin in flight
+            release.set()
+            assert await deleting == Removal(found=True)
+            assert (await store.get(key)).pin is None
+
+    run(main())
+
+
 def test_delete_and_count_with_redis_down(killable_redis: RedisServer) -> None:
     async def main() -> None:
         async with opened(routing(killable_redis.url)) as store:

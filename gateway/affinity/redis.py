@@ -179,6 +179,10 @@ class RedisStore:
 
     async def delete(self, key: str) -> Removal:
         """With Redis down only the local copy goes, and the answer says so (degraded)."""
+        if key in self._publishing and self._flush is not None:
+            # On its way to Redis from an outage: delete once it has landed, or it would return.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flush)
         removed = self.local.remove(key)
         self._unsynced.remove(key)
         try:
