@@ -80,40 +80,38 @@ class UpstreamResponse:
         self.headers: Mapping[str, str] = _headers(connection.raw_headers)
 
     async def read(self) -> bytes:
-        connection = self._connection
         parts: list[bytes] = []
         try:
-            while True:
-                if connection.body:
-                    parts.append(connection.take())  # taking resumes a socket paused when full
-                elif connection.complete:
-                    return parts[0] if len(parts) == 1 else b"".join(parts)
-                elif connection.error is not None:
-                    raise connection.error
-                else:
-                    await connection.wait(self._client.wait_timeout(self._deadline))
+            while (part := await self._next()) is not None:
+                parts.append(part)
         except Exception as exc:
             raise map_exception(exc) from exc
         finally:
             self.close()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Bytes as they arrive (never re-buffered into lines or events)."""
-        connection = self._connection
         try:
-            while True:
-                if connection.body:
-                    yield connection.take()
-                elif connection.complete:
-                    break
-                elif connection.error is not None:
-                    raise connection.error
-                else:
-                    await connection.wait(self._client.wait_timeout(self._deadline))
+            while (part := await self._next()) is not None:
+                yield part
         except Exception as exc:
             raise map_exception(exc) from exc
         finally:
             self.close()  # to the pool when read to the end, else dropped
+
+    async def _next(self) -> bytes | None:
+        """The body bytes received since the last call, waiting for some; None at the end. A
+        response that ended cleanly counts as ended whatever the connection did after."""
+        connection = self._connection
+        while True:
+            if connection.body:
+                return connection.take()  # taking resumes a socket paused when full
+            if connection.complete:
+                return None
+            if connection.error is not None:
+                raise connection.error
+            await connection.wait(self._client.wait_timeout(self._deadline))
 
     def close(self) -> None:
         if not self._released:

@@ -60,7 +60,8 @@ class Pool:
         else:
             connection.abort()
             self.open -= 1
-        self._hand_over()
+        if self._waiters:
+            self._hand_over()
 
     def close(self) -> None:
         self._closed = True
