@@ -49,8 +49,8 @@ class Dispatcher:
                 response = await self._send(provider, exchange, request)
             except UpstreamError as exc:
                 last = exc
-                if exc.status in CLIENT_STATUSES and exc.status != 429:
-                    raise  # the request itself is at fault: another model would refuse it too
+                if exc.request_at_fault:
+                    raise  # another model would refuse it too
                 continue
             return Served(response, provider, exchange)
         assert last is not None
@@ -104,7 +104,7 @@ def status_error(provider: ModelProvider, status: int, body: bytes) -> UpstreamS
     message = scrub(upstream_message(body), provider.access_key)
     text = f"upstream {provider.model} returned {status}: {message}"
     if status in CLIENT_STATUSES:
-        reason = "rate_limited" if status == 429 else "rejected"
+        reason = "rate_limited" if status == 429 else "rejected"  # rejected: `request_at_fault`
         return UpstreamStatusError(status, text, reason=reason, code="upstream_error")
     if status in (401, 403):
         return UpstreamStatusError(502, text, reason="auth", code="upstream_auth_failed")

@@ -113,6 +113,11 @@ class UpstreamError(GatewayError):
         super().__init__(message, **kwargs)
         self.reason = reason  # low-cardinality label for gateway_upstream_errors_total
 
+    @property
+    def request_at_fault(self) -> bool:
+        """The provider refused the request itself: another model, or a moved pin, would not help."""
+        return self.reason == "rejected"
+
 
 class BadGateway(UpstreamError):
     status = 502

@@ -129,7 +129,7 @@ class Pipeline:
                 if outcome.key is not None and served.provider.model != outcome.decision.model:
                     outcome = await self.decider.follow(outcome, served.provider.model)
             except UpstreamError as failure:
-                if failure.reason == "rejected":  # the request's fault: no model is to blame
+                if failure.request_at_fault:  # no model is to blame: the pin stays
                     raise
                 moved = await self.decider.reroute(request, outcome, outcome.decision.model)
                 if moved is None:
