@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.affinity import AffinityStore, Pin, pin_key
+from gateway.affinity import AffinityStore, Pin, Pinned, pin_key
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
@@ -81,8 +81,7 @@ class Decider:
         session's later turns go where its context now is."""
         assert outcome.key is not None
         route = outcome.decision.route
-        pinned = await self.store.repin(outcome.key, Pin(outcome.decision.model, route), Pin(model, route))
-        self.metrics.affinity("new" if pinned.created else "race_lost")
+        await self._move(outcome.key, Pin(outcome.decision.model, route), Pin(model, route))
         decision = Decision(route, (model,), outcome.decision.source)
         return Outcome(decision, outcome.status, outcome.key, rerouted_from=outcome.decision.model)
 
@@ -98,12 +97,17 @@ class Decider:
         if not models:
             return None
         old = Pin(failed, outcome.decision.route)
-        pinned = await self.store.repin(outcome.key, old, Pin(models[0], fresh.route))
-        self.metrics.affinity("new" if pinned.created else "race_lost")
+        pinned = await self._move(outcome.key, old, Pin(models[0], fresh.route))
         if pinned.pin.model == failed:
             return None
         decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
         return Outcome(decision, "degraded" if pinned.degraded else "new", outcome.key, rerouted_from=failed)
+
+    async def _move(self, key: str, old: Pin, new: Pin) -> Pinned:
+        """Compare-and-set the pin from `old` to `new`; the pin that stands comes back."""
+        pinned = await self.store.repin(key, old, new)
+        self.metrics.affinity("new" if pinned.created else "race_lost")
+        return pinned
 
     async def route(self, request: ChatRequest) -> Decision:
         started = time.perf_counter()
