@@ -123,8 +123,8 @@ class Metrics:
             "gateway_inflight_requests", "Requests in progress", registry=r,
             multiprocess_mode="livesum",
         )
-        self._tallies: dict[tuple[Any, ...], Tally | HistogramTally] = {}
-        self._inflight = Tally(self.inflight)
+        self._inflight = Tally(self.inflight)  # no labels: held directly, flushed with the rest
+        self._tallies: dict[tuple[Any, ...], Tally | HistogramTally] = {(id(self.inflight),): self._inflight}
 
     def render(self) -> bytes:
         """The exposition for a scrape: this process, or every worker's files added up."""
@@ -137,7 +137,6 @@ class Metrics:
         return bytes(generate_latest(registry))
 
     def flush(self) -> None:
-        self._inflight.flush()
         for tally in self._tallies.values():
             tally.flush()
 
