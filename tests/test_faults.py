@@ -22,7 +22,7 @@ import pytest
 from gateway.sse import SSEDecoder
 from gateway.types import Receive, Scope, Send
 from tests.configs import CODE, three_models
-from tests.support import ThreadServer, answer_lifespan, free_port, gateway, serve
+from tests.support import ThreadServer, answer_lifespan, free_port, gateway, read_all, serve
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 WORDS = ["one ", "two ", "three ", "four"]
@@ -135,13 +135,7 @@ class Scripted:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        payload = orjson.loads(body)
+        payload = orjson.loads(await read_all(receive))
         model = payload.get("model")
         steps = self.by_model.get(model, self.steps)
         index = self.count(model) if model in self.by_model else len(self.requests)

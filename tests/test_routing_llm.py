@@ -28,7 +28,7 @@ from gateway.routing.llm_prompt import (
 )
 from gateway.upstream import UpstreamClient
 from tests.configs import CODE, REASON, three_models
-from tests.support import ThreadServer, free_port, gateway, serve
+from tests.support import ThreadServer, answer_lifespan, free_port, gateway, read_all, serve
 
 SECRET = "sk-router-secret-7f3a"
 PRIVATE = "my-private-words-in-the-conversation"
@@ -73,17 +73,9 @@ class FakeRouterModel:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        raw = await read_all(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         with self.lock:
             self.requests.append((scope["path"], headers, orjson.loads(raw)))
