@@ -1,20 +1,22 @@
-"""Calling the provider: the decision's models in rank order, each with retries, all before
-any byte reaches the client; provider errors mapped to what the client should see."""
+"""The one attempt loop: a plan's models in rank order, each with retries, all before any
+byte reaches the client; the pin moved (compare-and-set) when the plan allows and another
+model serves; provider errors mapped to what the client should see."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
+from gateway.affinity import AffinityStore, Pin, Pinned
+from gateway.apis import ClientApi, ClientRequest, Exchange
 from gateway.config import Config, ModelProvider
+from gateway.decider import Decider, Plan
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
-from gateway.parse import ChatRequest
-from gateway.providers import ClientApi, Exchange, exchange_for
 from gateway.routing import Decision
 from gateway.upstream import UpstreamClient, UpstreamResponse
 
@@ -32,19 +34,39 @@ class Served:
     exchange: Exchange
 
 
-
 class Dispatcher:
-    def __init__(self, config: Config, upstream: UpstreamClient, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, upstream: UpstreamClient, decider: Decider, store: AffinityStore,
+        metrics: Metrics,
+    ) -> None:
         self.config = config
         self.upstream = upstream
+        self.decider = decider
+        self.store = store
         self.metrics = metrics
 
-    async def call(self, request: ChatRequest, decision: Decision, api: ClientApi) -> Served:
-        """Try the decision's models in rank order; each with retries before any byte is sent."""
+    async def run(self, request: ClientRequest, plan: Plan, api: ClientApi) -> tuple[Served, Plan]:
+        """Serve `plan`; returns what served and the plan as it stands after (a moved pin)."""
+        try:
+            served = await self._first_to_serve(request, plan.decision.models, api)
+        except UpstreamError as failure:
+            if failure.request_at_fault or not plan.may_reroute:  # a moved pin would not help
+                raise
+            moved = await self._reroute(request, plan)
+            if moved is None:
+                raise
+            return await self._first_to_serve(request, moved.decision.models, api), moved
+        if plan.may_follow and served.provider.model != plan.decision.model:
+            plan = await self._follow(plan, served.provider.model)
+        return served, plan
+
+    async def _first_to_serve(
+        self, request: ClientRequest, models: tuple[str, ...], api: ClientApi
+    ) -> Served:
         last: UpstreamError | None = None
-        for model in decision.models:
+        for model in models:
             provider = self.config.models[model]
-            exchange = exchange_for(api, provider.interface)
+            exchange = api.exchange(provider.interface)
             try:
                 response = await self._send(provider, exchange, request)
             except UpstreamError as exc:
@@ -56,8 +78,40 @@ class Dispatcher:
         assert last is not None
         raise last
 
+    async def _follow(self, plan: Plan, model: str) -> Plan:
+        """A first turn served by a fallback: the pin moves to it, so the session's later
+        turns go where its context now is."""
+        assert plan.key is not None
+        route = plan.decision.route
+        await self._move(plan.key, Pin(plan.decision.model, route), Pin(model, route))
+        decision = Decision(route, (model,), plan.decision.source)
+        return replace(plan, decision=decision, may_follow=False, rerouted_from=plan.decision.model)
+
+    async def _reroute(self, request: ClientRequest, plan: Plan) -> Plan | None:
+        """Route again without the failed model and move the pin, compare-and-set, so replicas
+        rerouting the same session at once still agree."""
+        assert plan.key is not None
+        failed = plan.decision.model
+        fresh = await self.decider.route(request)
+        models = [m for m in fresh.models if m != failed]
+        if not models:
+            models = [m for m in (self.config.default_model,) if m != failed]
+        if not models:
+            return None
+        pinned = await self._move(plan.key, Pin(failed, plan.decision.route), Pin(models[0], fresh.route))
+        if pinned.pin.model == failed:
+            return None
+        decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
+        return Plan(decision, "degraded" if pinned.degraded else "new", plan.key, rerouted_from=failed)
+
+    async def _move(self, key: str, old: Pin, new: Pin) -> Pinned:
+        """Compare-and-set the pin from `old` to `new`; the pin that stands comes back."""
+        pinned = await self.store.repin(key, old, new)
+        self.metrics.affinity("new" if pinned.created else "race_lost")
+        return pinned
+
     async def _send(
-        self, provider: ModelProvider, exchange: Exchange, request: ChatRequest
+        self, provider: ModelProvider, exchange: Exchange, request: ClientRequest
     ) -> UpstreamResponse:
         url = provider.api_base + exchange.path
         body = exchange.request_body(request.payload, request.raw, provider.model_id)

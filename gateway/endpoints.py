@@ -10,36 +10,35 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.affinity import AffinityStore, pin_key, validate_affinity_id
+from gateway.apis import ClientApi
 from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.http import respond
-from gateway.pipeline import Api, Pipeline
+from gateway.pipeline import Pipeline
 from gateway.types import Receive, Scope, Send
 
 
 class Completions:
-    """POST /v1/chat/completions and POST /v1/messages."""
+    """POST /v1/chat/completions, /v1/messages: a completion in the client's API."""
 
-    def __init__(self, pipeline: Pipeline, api: Api, endpoint: str) -> None:
+    def __init__(self, pipeline: Pipeline, api: ClientApi) -> None:
         self.pipeline = pipeline
         self.api = api
-        self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.pipeline.complete(scope, receive, send, self.api, self.endpoint)
+        await self.pipeline.complete(scope, receive, send, self.api)
 
 
 class RoutingDecision:
-    """POST /routing/v1/chat/completions and /routing/v1/messages."""
+    """POST /routing/v1/chat/completions, /routing/v1/messages: the decision only."""
 
-    def __init__(self, pipeline: Pipeline, api: Api, endpoint: str) -> None:
+    def __init__(self, pipeline: Pipeline, api: ClientApi) -> None:
         self.pipeline = pipeline
         self.api = api
-        self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.pipeline.decision(scope, receive, send, self.api, self.endpoint)
+        await self.pipeline.decision(scope, receive, send, self.api)
 
 
 class Models:
@@ -132,3 +131,10 @@ class MetricsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.render()
         await respond(send, 200, body, [], content_type=CONTENT_TYPE_LATEST.encode())
+
+
+class Reachable:
+    """HEAD / (and GET /): a reachability probe, as agent harnesses send before they start."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b'{"status":"ok"}', [])

@@ -6,6 +6,7 @@
     │   ├── Unauthorized            401
     │   ├── Forbidden               403
     │   ├── NotFound                404
+    │   ├── NoRoute                 404 (an unknown path: invalid_request_error, as OpenAI says)
     │   ├── MethodNotAllowed        405
     │   ├── PayloadTooLarge         413
     │   ├── RateLimited             429
@@ -78,6 +79,10 @@ class Forbidden(ClientError):
 class NotFound(ClientError):
     status = 404
     type = "not_found_error"
+
+
+class NoRoute(ClientError):
+    status = 404
 
 
 class MethodNotAllowed(ClientError):

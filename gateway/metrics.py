@@ -16,7 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-# Set by `serve --workers N` (N > 1) before workers start: values then live in files there.
+# Set by `serve --workers N` (N > 1) before workers start: prometheus_client itself reads it
+# when metrics are created, to keep values in files there; the app passes it to `Metrics`.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Gateway-side work (Redis, routing): sub-millisecond to a second.
@@ -76,7 +77,10 @@ class HistogramTally:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, multiprocess_dir: str | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.multiprocess_dir = multiprocess_dir  # each worker's values live in files there
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -129,11 +133,10 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition for a scrape: this process, or every worker's files added up."""
         self.flush()
-        directory = os.environ.get(MULTIPROC_ENV)
-        if not directory:
+        if not self.multiprocess_dir:
             return bytes(generate_latest(self.registry))
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(registry))
 
     def flush(self) -> None:
@@ -142,7 +145,7 @@ class Metrics:
 
     def close(self) -> None:
         self.flush()
-        if os.environ.get(MULTIPROC_ENV):
+        if self.multiprocess_dir:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def _tally(self, metric: Any, *labels: str) -> Tally | HistogramTally:

@@ -213,6 +213,8 @@ def openapi_document(config: Config) -> dict[str, Any]:
             "/v1/affinity/{affinity_id}": pin_ops,
             "/healthz": _simple("Liveness", _ref("Status")),
             "/readyz": _simple("Readiness", _ref("Status")),
+            "/": {"get": {"summary": "Reachability probe (HEAD too)", "responses": {
+                "200": {"description": "The gateway is reachable", "content": _json(_ref("Status"))}}}},
             "/metrics": _simple("Prometheus metrics", {"type": "string"}, "text/plain"),
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
                 "description": "The OpenAPI document",

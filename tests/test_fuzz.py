@@ -27,10 +27,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from gateway.apis import chat, messages
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.errors import BadRequest
 from gateway.openapi import openapi_document
-from gateway.parse import parse_chat, parse_messages
 from gateway.providers.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
 from gateway.sse import ServerSentEvent, SSEDecoder, encode_event
 from tests.configs import three_models
@@ -329,7 +329,7 @@ chat_bodies = st.fixed_dictionaries(
 @example({"messages": [{"role": []}]})
 def test_request_parsers_raise_only_bad_request(body: Any) -> None:
     raw = json.dumps(body).encode()
-    for parse in (parse_chat, parse_messages):
+    for parse in (chat.parse, messages.parse):
         try:
             request = parse(raw, 100)
         except BadRequest as error:

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import Metrics
-from gateway.providers.openai import usage_of
 from gateway.simulator import SimulatorSettings, create_simulator_app
+from gateway.usage import usage_of
 from tests.configs import CODE, REASON, three_models
 from tests.support import ThreadServer, free_port, gateway, serve, wait_for
 

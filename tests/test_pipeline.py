@@ -7,13 +7,13 @@ import dataclasses
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
 
-from gateway.providers import EXCHANGES
+from gateway.apis import CHAT, Exchange
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from gateway.types import Receive, Scope, Send
 from tests.configs import three_models
@@ -165,8 +165,8 @@ def test_a_bug_is_a_500_envelope_not_a_traceback(
     def broken(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
         raise RuntimeError("secret internals")
 
-    exchange = EXCHANGES[("openai", "openai")]
-    monkeypatch.setitem(EXCHANGES, ("openai", "openai"), dataclasses.replace(exchange, request_body=broken))
+    exchanges = cast(dict[str, Exchange], CHAT.exchanges)
+    monkeypatch.setitem(exchanges, "openai", dataclasses.replace(exchanges["openai"], request_body=broken))
     response = httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD)
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"

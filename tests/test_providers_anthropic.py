@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic.types
-import openai.types
 import orjson
 import pydantic
 import pytest
@@ -23,14 +22,12 @@ from gateway.errors import BadRequest
 from gateway.providers.anthropic import (
     DEFAULT_MAX_TOKENS,
     TranslationError,
-    anthropic_error_body,
-    anthropic_error_from_openai,
     chat_to_messages_request,
     chat_to_messages_response,
     messages_to_chat_request,
     messages_to_chat_response,
-    openai_error_from_anthropic,
 )
+from gateway.providers.anthropic_wire import anthropic_error_body, openai_error_message
 
 _ANTHROPIC_REQUEST = pydantic.TypeAdapter(message_create_params.MessageCreateParamsNonStreaming)
 _ANTHROPIC_STREAM_REQUEST = pydantic.TypeAdapter(message_create_params.MessageCreateParamsStreaming)
@@ -1093,90 +1090,18 @@ def test_anthropic_error_body(status: int, kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "kind", "openai_type"),
+    ("body", "expected"),
     [
-        (400, "invalid_request_error", "invalid_request_error"),
-        (401, "authentication_error", "authentication_error"),
-        (403, "permission_error", "permission_error"),
-        (404, "not_found_error", "not_found_error"),
-        (413, "request_too_large", "invalid_request_error"),
-        (429, "rate_limit_error", "rate_limit_error"),
-        (500, "api_error", "server_error"),
-        (529, "overloaded_error", "server_error"),
-        (504, "timeout_error", "timeout_error"),
+        (b'{"error": {"message": "Rate limit reached for gpt-4o", "type": "requests",'
+         b' "param": null, "code": "rate_limit_exceeded"}}', "Rate limit reached for gpt-4o"),
+        (b'{"error": "model \\"llama3\\" not found"}', 'model "llama3" not found'),
+        (b'{"object": "error", "message": "bad prompt", "code": 400}', "bad prompt"),
+        (b'{"detail": "Field required"}', "Field required"),
+        (b"Service Unavailable", None),
+        (b"[1, 2]", None),
     ],
 )
-def test_openai_error_from_anthropic(status: int, kind: str, openai_type: str) -> None:
-    body = orjson.dumps(
-        {
-            "type": "error",
-            "error": {"type": kind, "message": "Number of request tokens has exceeded"},
-            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
-        }
-    )
-    out = openai_error_from_anthropic(status, body)
-    assert out == {
-        "error": {
-            "message": "Number of request tokens has exceeded",
-            "type": openai_type,
-            "param": None,
-            "code": kind,
-        }
-    }
-    openai.types.ErrorObject.model_validate(out["error"])
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "message", "kind"),
-    [
-        (502, b"bad gateway", "upstream returned HTTP 502: bad gateway", "api_error"),
-        (503, b"<html><body>503</body></html>", "upstream returned HTTP 503", "overloaded_error"),
-        (500, b"", "upstream returned HTTP 500", "api_error"),
-        (
-            429,
-            b'{"message": "slow down"}',
-            'upstream returned HTTP 429: {"message": "slow down"}',
-            "rate_limit_error",
-        ),
-    ],
-)
-def test_openai_error_from_unexpected_anthropic_body(
-    status: int, body: bytes, message: str, kind: str
+def test_the_message_of_an_openai_style_error_in_the_shapes_servers_send(
+    body: bytes, expected: str | None
 ) -> None:
-    error = openai_error_from_anthropic(status, body)["error"]
-    assert (error["message"], error["code"]) == (message, kind)
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "expected"),
-    [
-        (
-            429,
-            b'{"error": {"message": "Rate limit reached for gpt-4o", "type": "requests",'
-            b' "param": null, "code": "rate_limit_exceeded"}}',
-            ("rate_limit_error", "Rate limit reached for gpt-4o"),
-        ),
-        (404, b'{"error": "model \\"llama3\\" not found"}', ("not_found_error", 'model "llama3" not found')),
-        (
-            400,
-            b'{"object": "error", "message": "bad prompt", "code": 400}',
-            ("invalid_request_error", "bad prompt"),
-        ),
-        (422, b'{"detail": "Field required"}', ("invalid_request_error", "Field required")),
-        (
-            401,
-            b'{"error": {"message": "Incorrect API key provided"}}',
-            ("authentication_error", "Incorrect API key provided"),
-        ),
-        (
-            503,
-            b"Service Unavailable",
-            ("overloaded_error", "upstream returned HTTP 503: Service Unavailable"),
-        ),
-        (500, b"[1, 2]", ("api_error", "upstream returned HTTP 500: [1, 2]")),
-    ],
-)
-def test_anthropic_error_from_openai(status: int, body: bytes, expected: tuple[str, str]) -> None:
-    out = anthropic_error_from_openai(status, body)
-    assert (out["error"]["type"], out["error"]["message"]) == expected
-    anthropic.types.ErrorResponse.model_validate(out)
+    assert openai_error_message(body) == expected

@@ -17,22 +17,20 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.anthropic_common import (
+from gateway.providers.anthropic_wire import (
+    anthropic_error_body,
+    anthropic_error_type,
+    anthropic_stream_error,
     chat_usage,
     completion_id,
     finish_reason,
     json_text,
     message_id,
     messages_usage,
-    stop_reason,
-    tool_use_id,
-)
-from gateway.providers.anthropic_errors import (
-    anthropic_error_body,
-    anthropic_error_type,
-    anthropic_stream_error,
     openai_error_envelope,
     openai_stream_error,
+    stop_reason,
+    tool_use_id,
 )
 from gateway.sse import ServerSentEvent, SSEDecoder, encode_event
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from gateway.content import text_of
 from gateway.simulator.agent import (
     BadRequest,
     Conversation,
@@ -23,7 +24,6 @@ from gateway.simulator.wire import (
     require_object,
     require_str,
     sse,
-    text_of,
 )
 
 _ERRORS = {

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from gateway.content import text_of
 from gateway.simulator.agent import (
     BadRequest,
     Conversation,
@@ -24,7 +25,6 @@ from gateway.simulator.wire import (
     require_object,
     require_str,
     sse,
-    text_of,
 )
 
 _FINGERPRINT = "fp_simulator"

@@ -70,17 +70,6 @@ def optional_list(body: JsonObject, key: str) -> list[Any]:
     return value
 
 
-def text_of(content: Any) -> str:
-    """The text of a message content: a string, or the text of its content blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)
-        )
-    return ""
-
-
 def load_arguments(raw: Any) -> JsonObject:
     """Tool-call arguments as sent back by a client: a JSON string (OpenAI) or an object."""
     if isinstance(raw, dict):

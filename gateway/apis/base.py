@@ -1,0 +1,113 @@
+"""What every client API is: a parser for its requests, the look of its errors, and the
+exchange (path, headers, translators) that serves it from each kind of provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.config import ModelProvider
+from gateway.config.schema import ProviderInterface
+from gateway.errors import BadRequest, GatewayError
+from gateway.routing import Turn
+
+# Model names that mean "let the gateway choose".
+AUTO_MODELS = frozenset({"", "auto", "router"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A validated request in its client's API: the bytes as sent, the parsed body, and what
+    routing needs (the requested model, and the conversation as turns of text)."""
+
+    raw: bytes
+    payload: dict[str, Any]
+    requested_model: str | None
+    stream: bool
+    include_usage: bool
+    turns: list[Turn]
+
+
+class StreamTranslator(Protocol):
+    """Fed the upstream body as it arrives; returns what the client is sent now."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+    @property
+    def usage(self) -> dict[str, int] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """How one client API is served by one kind of provider."""
+
+    path: str  # appended to the provider's api_base
+    headers: Callable[[ModelProvider], dict[str, str]]
+    request_body: Callable[[dict[str, Any], bytes, str], bytes]  # (payload, raw, model_id)
+    response_body: Callable[[bytes, str], bytes] | None  # None: pass the provider's bytes through
+    stream: Callable[[str, bool], StreamTranslator]  # (model, include_usage)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientApi:
+    name: str
+    endpoint: str  # the metrics and log label of its endpoint
+    parse: Callable[[bytes, int], ClientRequest]  # (body, max_messages)
+    error_body: Callable[[GatewayError], bytes]  # the error envelope of a whole response
+    stream_error: Callable[[GatewayError], bytes]  # the final event of a stream that failed
+    exchanges: Mapping[ProviderInterface, Exchange]
+
+    def exchange(self, interface: ProviderInterface) -> Exchange:
+        return self.exchanges[interface]
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return payload
+
+
+def requested_model(payload: dict[str, Any]) -> str | None:
+    """The model the client asked for; None when it leaves the choice to the gateway."""
+    model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("'model' must be a string", param="model", code="invalid_type")
+    return None if model is None or model in AUTO_MODELS else model
+
+
+def stream_flag(payload: dict[str, Any]) -> bool:
+    stream = payload.get("stream", False)
+    if stream is None:
+        return False
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream", code="invalid_type")
+    return stream
+
+
+def messages_of(payload: dict[str, Any], max_messages: int) -> list[Any]:
+    """The `messages` array both chat APIs carry, checked for presence and size."""
+    messages = payload.get("messages")
+    if messages is None:
+        raise BadRequest("'messages' is required", param="messages", code="missing_required_parameter")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages", code="invalid_type")
+    if len(messages) > max_messages:
+        raise BadRequest(
+            f"'messages' has {len(messages)} entries; the limit is {max_messages}",
+            param="messages", code="too_many_messages",
+        )
+    return messages
+
+
+def role_in(message: Any, roles: frozenset[str]) -> bool:
+    role = message.get("role") if isinstance(message, dict) else None
+    return isinstance(role, str) and role in roles

@@ -1,0 +1,95 @@
+"""OpenAI Chat Completions (`POST /v1/chat/completions`) as a client API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.apis.base import (
+    ClientApi,
+    ClientRequest,
+    Exchange,
+    StreamTranslator,
+    load_json,
+    messages_of,
+    requested_model,
+    role_in,
+    stream_flag,
+)
+from gateway.content import text_of
+from gateway.errors import BadGateway, BadRequest, GatewayError
+from gateway.providers import anthropic, anthropic_wire, openai
+from gateway.providers.anthropic_stream import MessagesToChatStream
+from gateway.routing import Turn
+from gateway.sse import encode_event
+from gateway.usage import UsageScanner
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CUT_SHORT = "the upstream ended the stream before it was complete"
+
+
+def parse(raw: bytes, max_messages: int) -> ClientRequest:
+    payload = load_json(raw)
+    messages = messages_of(payload, max_messages)
+    requested, stream = requested_model(payload), stream_flag(payload)
+    turns = []
+    for index, message in enumerate(messages):
+        if not role_in(message, ROLES):
+            raise BadRequest(
+                f"messages[{index}] must be an object with a role of "
+                "system, developer, user, assistant or tool",
+                param=f"messages[{index}].role", code="invalid_value",
+            )
+        role = "tool" if message["role"] == "function" else message["role"]
+        turns.append(Turn(role, text_of(message.get("content"))))
+    options = payload.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return ClientRequest(raw, payload, requested, stream, include_usage, turns)
+
+
+def error_body(error: GatewayError) -> bytes:
+    return error.body()
+
+
+def stream_error(error: GatewayError) -> bytes:
+    """OpenAI streams carry an error as one last chunk holding the error envelope."""
+    return encode_event(error.body())
+
+
+def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
+    cut_short = BadGateway(CUT_SHORT, reason="reset", code="upstream_stream_incomplete")
+    return UsageScanner(b"data: [DONE]", stream_error(cut_short))
+
+
+def _to_messages(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+    return orjson.dumps(anthropic.chat_to_messages_request(payload, model_id))
+
+
+def _from_messages(body: bytes, model: str) -> bytes:
+    return orjson.dumps(anthropic.messages_to_chat_response(orjson.loads(body), model))
+
+
+CHAT = ClientApi(
+    name="chat",
+    endpoint="chat_completions",
+    parse=parse,
+    error_body=error_body,
+    stream_error=stream_error,
+    exchanges={
+        "openai": Exchange(
+            path="/chat/completions",
+            headers=openai.request_headers,
+            request_body=openai.chat_request_body,
+            response_body=None,
+            stream=_passthrough_stream,
+        ),
+        "anthropic": Exchange(
+            path="/messages",
+            headers=anthropic_wire.request_headers,
+            request_body=_to_messages,
+            response_body=_from_messages,
+            stream=MessagesToChatStream,
+        ),
+    },
+)

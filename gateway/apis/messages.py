@@ -1,0 +1,103 @@
+"""Anthropic Messages (`POST /v1/messages`) as a client API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.apis.base import (
+    ClientApi,
+    ClientRequest,
+    Exchange,
+    StreamTranslator,
+    load_json,
+    messages_of,
+    requested_model,
+    role_in,
+    stream_flag,
+)
+from gateway.content import text_of
+from gateway.errors import BadRequest, GatewayError
+from gateway.providers import anthropic, anthropic_wire, openai
+from gateway.providers.anthropic_stream import ChatToMessagesStream
+from gateway.routing import Turn
+from gateway.sse import encode_event
+from gateway.usage import UsageScanner
+
+ROLES = frozenset({"user", "assistant"})
+CUT_SHORT = "the upstream ended the stream before it was complete"
+
+
+def parse(raw: bytes, max_messages: int) -> ClientRequest:
+    """`tool_result` blocks count as tool turns, so routers see what the tools answered."""
+    payload = load_json(raw)
+    messages = messages_of(payload, max_messages)
+    requested, stream = requested_model(payload), stream_flag(payload)
+    turns = []
+    if payload.get("system"):
+        turns.append(Turn("system", text_of(payload["system"])))
+    for index, message in enumerate(messages):
+        if not role_in(message, ROLES):
+            raise BadRequest(
+                f"messages[{index}] must be an object with a role of user or assistant",
+                param=f"messages[{index}].role", code="invalid_value",
+            )
+        content = message.get("content")
+        if message["role"] == "user" and isinstance(content, list):
+            results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+            for block in results:
+                turns.append(Turn("tool", text_of(block.get("content"))))
+            rest = [b for b in content if b not in results]
+            if rest or not results:
+                turns.append(Turn("user", text_of(rest)))
+            continue
+        turns.append(Turn(message["role"], text_of(content)))
+    return ClientRequest(raw, payload, requested, stream, True, turns)
+
+
+def error_body(error: GatewayError) -> bytes:
+    return orjson.dumps(anthropic_wire.anthropic_error_body(error.status, error.message))
+
+
+def stream_error(error: GatewayError) -> bytes:
+    return encode_event(error_body(error), event="error")
+
+
+def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
+    cut_short = orjson.dumps(anthropic_wire.anthropic_error_body(502, CUT_SHORT))
+    return UsageScanner(b"event: message_stop", encode_event(cut_short, event="error"))
+
+
+def _to_chat(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+    return orjson.dumps(anthropic.messages_to_chat_request(payload, model_id))
+
+
+def _from_chat(body: bytes, model: str) -> bytes:
+    return orjson.dumps(anthropic.chat_to_messages_response(orjson.loads(body), model))
+
+
+MESSAGES = ClientApi(
+    name="messages",
+    endpoint="messages",
+    parse=parse,
+    error_body=error_body,
+    stream_error=stream_error,
+    exchanges={
+        "anthropic": Exchange(
+            path="/messages",
+            headers=anthropic_wire.request_headers,
+            # The same rule as OpenAI's: swap in the model id, else forward the client's bytes.
+            request_body=openai.chat_request_body,
+            response_body=None,
+            stream=_passthrough_stream,
+        ),
+        "openai": Exchange(
+            path="/chat/completions",
+            headers=openai.request_headers,
+            request_body=_to_chat,
+            response_body=_from_chat,
+            stream=lambda model, include_usage: ChatToMessagesStream(model),
+        ),
+    },
+)
