@@ -31,7 +31,7 @@ from tests.support import RedisServer, ThreadServer, gateway, wait_for
 SELECT, ANALYSE = demo_config.TOOL_SELECTION, demo_config.RESULT_ANALYSIS
 PLAN = ["get_db_benchmarks"] * 2 + ["get_case_studies"] * 2 + ["check_feature_support"] * 2
 STEP = re.compile(r"^  turn (\d+) +\[(\S+) *\] \(replica (\d+)\) +(\S.*?)  +(?:route|affinity) ")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def offline(upstream: str, redis_url: str | None) -> dict[str, Any]:

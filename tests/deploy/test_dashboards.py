@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "affinity-gateway.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 

@@ -11,7 +11,7 @@ import yaml
 from gateway.config import ConfigError, load_config, parse_config, render_config
 
 ENV = {"OPENAI_API_KEY": "sk-openai-1234567890", "ANTHROPIC_API_KEY": "sk-ant-0987654321"}
-PLANO_DIR = Path(__file__).resolve().parents[2] / "shared" / "plano-configs"
+PLANO_DIR = Path(__file__).resolve().parents[3] / "shared" / "plano-configs"
 
 # Modelled on Plano's model-affinity demo (v0.3.0, inline preferences, a tracing block).
 AFFINITY_DEMO = """
@@ -224,11 +224,11 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_root_config_yaml_loads() -> None:
-    config = load_config(Path(__file__).parents[1] / "config.yaml", environ=ENV)
+    config = load_config(Path(__file__).parents[2] / "config.yaml", environ=ENV)
     assert [p.model for p in config.providers] == [
         "openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-sonnet-4-20250514"]
     assert config.routing.session_cache.type == "memory"
-    redis = load_config(Path(__file__).parents[1] / "config.yaml",
+    redis = load_config(Path(__file__).parents[2] / "config.yaml",
                         environ={**ENV, "REDIS_URL": "redis://r:6379/0"})
     assert redis.routing.session_cache.type == "redis"
 

@@ -23,7 +23,7 @@ import yaml
 
 from tests.test_helm import CHART, render, run_check_config, schema_problems
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 NAME = "affinity-gateway"
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}

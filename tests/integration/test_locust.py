@@ -14,7 +14,7 @@ import orjson
 from tests.configs import three_models
 from tests.support import ThreadServer, gateway
 
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtest" / "locustfile.py"
 
 
 def run_locust(replicas: list[ThreadServer], tmp_path: Path) -> tuple[int, dict[str, Any]]:
