@@ -21,7 +21,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.test_helm import CHART, render, run_check_config, schema_problems
+from tests.deploy.test_helm import CHART, render, run_check_config, schema_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -21,7 +21,7 @@ from gateway.affinity.connection import SentinelTarget, sentinel_target
 from gateway.config import parse_config
 from tests.configs import CODE, REASON, three_models
 from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
-from tests.test_affinity_redis import A, B, C, eventually, opened, routing
+from tests.unit.test_affinity_redis import A, B, C, eventually, opened, routing
 
 # --- the Sentinel URL ---------------------------------------------------------------------------
 

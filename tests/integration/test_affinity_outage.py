@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from gateway.affinity import Pin, Removal, pin_key
 from tests.configs import CODE, REASON, three_models
 from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
-from tests.test_affinity_redis import A, B, C, eventually, opened, routing
+from tests.unit.test_affinity_redis import A, B, C, eventually, opened, routing
 
 
 @pytest.fixture

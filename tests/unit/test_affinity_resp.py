@@ -23,7 +23,7 @@ from gateway.affinity.resp import Address, RespClient
 from gateway.affinity.scripts import sources
 from gateway.config.schema import SessionCacheConfig
 from tests.support import RedisServer, Runner, free_port, run
-from tests.test_affinity_redis import A, opened, routing
+from tests.unit.test_affinity_redis import A, opened, routing
 
 
 def client(address: Address, timeout: float = 1.0, limit: int = 64) -> RespClient:

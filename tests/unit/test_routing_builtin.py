@@ -6,7 +6,7 @@ import pytest
 
 from gateway.config import RoutingPreference
 from gateway.routing import BuiltinRouter, Turn, candidates, latest_turn_text
-from tests.test_config import AFFINITY_DEMO, load
+from tests.unit.test_config import AFFINITY_DEMO, load
 
 PREFERENCES = [
     RoutingPreference("code_generation", "generating new code, writing functions, or creating boilerplate",
