@@ -67,7 +67,8 @@ class HistogramTally:
         if not any(counts):
             return
         # prometheus_client has no public "add n observations"; its bucket values are the ones
-        # observe() increments (tests/test_metrics.py checks the exposition this gives).
+        # observe() increments. The version is capped in pyproject.toml and
+        # tests/unit/test_metrics.py checks these attributes and the exposition they give.
         for index, count in enumerate(counts):
             if count:
                 self.child._buckets[index].inc(count)

@@ -85,6 +85,15 @@ def test_known_mix_gives_exact_counts(simulator: ThreadServer, redis_url: str) -
     assert value(samples, "gateway_affinity_store_duration_seconds_count", store="redis") == 6
 
 
+def test_the_private_parts_of_prometheus_client_that_tallies_use_are_there() -> None:
+    child = Metrics().request_duration.labels("chat_completions")
+    bounds = child._upper_bounds
+    assert bounds[-1] == float("inf") and len(child._buckets) == len(bounds)
+    child._buckets[0].inc(2)
+    child._sum.inc(0.5)
+    assert child._buckets[0].get() == 2 and child._sum.get() == 0.5
+
+
 def test_tallies_flush_into_the_same_exposition_as_direct_updates() -> None:
     direct, tallied = Metrics(), Metrics()
     seconds = [0.0, 0.004, 0.01, 0.0100001, 0.3, 7.0, 159.9, 160.0, 1e6]
