@@ -1,0 +1,156 @@
+"""The attempt loop against a scripted upstream (a real server on loopback) and the memory
+store: fallback in rank order, a request the provider refuses is not tried elsewhere, the pin
+follows a fallback on a first turn and is rerouted on a later one; errors the client sees."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.affinity import MemoryStore, Pin, pin_key
+from gateway.apis import CHAT
+from gateway.config import Config, ModelProvider, parse_config
+from gateway.decider import Decider, Plan
+from gateway.dispatch import Dispatcher, parse_retry_after, scrub, status_error
+from gateway.errors import UpstreamError
+from gateway.metrics import Metrics
+from gateway.routing import BuiltinRouter, Decision
+from gateway.upstream import UpstreamClient
+from tests.configs import three_models
+from tests.support import ThreadServer, read_all, serve
+
+# The status each model's upstream answers, by the model id in the request body.
+STATUSES = {"gpt-4o-mini": 200, "gpt-4o": 200, "coder": 200}
+
+
+async def scripted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    model = orjson.loads(await read_all(receive))["model"]
+    status = STATUSES[model]
+    body = b'{"choices": [], "model": "%s"}' % model.encode() if status == 200 else \
+        b'{"error": {"message": "no: sk-abcdefghijkl"}}'
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ThreadServer]:
+    with serve(scripted) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def healthy() -> Iterator[None]:
+    yield
+    STATUSES.update(dict.fromkeys(STATUSES, 200))
+
+
+def build(url: str, **routing: Any) -> tuple[Config, MemoryStore, Dispatcher]:
+    config = parse_config(three_models(url, **routing), environ={})
+    store = MemoryStore(600, 100, False)
+    metrics = Metrics()
+    decider = Decider(config, store, BuiltinRouter(config.preferences), metrics)
+    return config, store, Dispatcher(config, UpstreamClient(config.upstream), decider, store, metrics)
+
+
+def serve_plan(dispatcher: Dispatcher, plan: Plan) -> tuple[str, Plan]:
+    request = CHAT.parse(b'{"messages": [{"role": "user", "content": "hi"}]}', 10)
+
+    async def go() -> tuple[str, Plan]:
+        await dispatcher.upstream.open()
+        try:
+            served, after = await dispatcher.run(request, plan, CHAT)
+            served.response.close()
+            return served.provider.model, after
+        finally:
+            await dispatcher.upstream.close()
+
+    return asyncio.run(go())
+
+
+def test_models_are_tried_in_rank_order_and_the_pin_follows_the_one_that_served(
+    upstream: ThreadServer,
+) -> None:
+    _, store, dispatcher = build(upstream.url)
+    key = pin_key("t", "s")
+    asyncio.run(store.pin(key, Pin("vllm/coder", "code_generation")))
+    STATUSES["coder"] = 503
+    plan = Plan(Decision("code_generation", ("vllm/coder", "openai/gpt-4o"), "router"), "new", key,
+                may_follow=True)
+    model, after = serve_plan(dispatcher, plan)
+    assert model == "openai/gpt-4o"
+    assert (after.decision.models, after.rerouted_from) == (("openai/gpt-4o",), "vllm/coder")
+    assert store.lookup(key) == Pin("openai/gpt-4o", "code_generation")
+
+
+def test_without_a_session_a_fallback_serves_and_nothing_is_pinned(upstream: ThreadServer) -> None:
+    _, store, dispatcher = build(upstream.url)
+    STATUSES["coder"] = 500
+    plan = Plan(Decision("code_generation", ("vllm/coder", "openai/gpt-4o"), "router"), "none")
+    model, after = serve_plan(dispatcher, plan)
+    assert (model, after) == ("openai/gpt-4o", plan)
+    assert asyncio.run(store.count()) == 0
+
+
+def test_a_request_the_provider_refuses_is_not_sent_to_the_next_model(upstream: ThreadServer) -> None:
+    _, _, dispatcher = build(upstream.url)
+    STATUSES["coder"] = 400
+    plan = Plan(Decision("code_generation", ("vllm/coder", "openai/gpt-4o"), "router"), "none")
+    with pytest.raises(UpstreamError) as caught:
+        serve_plan(dispatcher, plan)
+    assert caught.value.status == 400 and caught.value.request_at_fault
+
+
+def test_a_failing_pinned_model_is_rerouted_when_the_config_says_so(upstream: ThreadServer) -> None:
+    _, store, dispatcher = build(upstream.url, on_pinned_failure="reroute")
+    key = pin_key("t", "s")
+    asyncio.run(store.pin(key, Pin("vllm/coder", "code_generation")))
+    STATUSES["coder"] = 503
+    plan = Plan(Decision("code_generation", ("vllm/coder",), "affinity"), "hit", key, may_reroute=True)
+    model, after = serve_plan(dispatcher, plan)
+    assert model != "vllm/coder" and after.rerouted_from == "vllm/coder"
+    assert store.lookup(key) == Pin(model, after.decision.route)
+
+
+def test_without_reroute_a_failing_pinned_model_fails_the_turn(upstream: ThreadServer) -> None:
+    _, store, dispatcher = build(upstream.url)
+    key = pin_key("t", "s")
+    asyncio.run(store.pin(key, Pin("vllm/coder", "code_generation")))
+    STATUSES["coder"] = 503
+    plan = Plan(Decision("code_generation", ("vllm/coder",), "affinity"), "hit", key)
+    with pytest.raises(UpstreamError) as caught:
+        serve_plan(dispatcher, plan)
+    assert caught.value.status == 503
+    assert store.lookup(key) == Pin("vllm/coder", "code_generation")
+
+
+def provider(key: str | None = "sk-provider-secret-1") -> ModelProvider:
+    return ModelProvider("openai/gpt-4o", "openai", "gpt-4o", "openai", "https://x/v1", key)
+
+
+@pytest.mark.parametrize(
+    ("status", "seen", "reason"),
+    [(400, 400, "rejected"), (429, 429, "rate_limited"), (401, 502, "auth"), (403, 502, "auth"),
+     (503, 503, "status_503"), (504, 504, "status_504"), (500, 502, "status_5xx"), (302, 502, "status_3xx")],
+)
+def test_provider_statuses_become_what_the_client_should_see(status: int, seen: int, reason: str) -> None:
+    error = status_error(provider(), status, b'{"error": {"message": "nope"}}')
+    assert (error.status, error.reason) == (seen, reason)
+    assert error.message == f"upstream openai/gpt-4o returned {status}: nope"
+
+
+def test_keys_never_reach_the_client() -> None:
+    assert scrub("bad key sk-provider-secret-1 and sk-live-abcdefgh", "sk-provider-secret-1") == \
+        "bad key *** and ***"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), ("3", 3.0), ("0.5", 0.5), ("-2", 0.0),
+                                                ("Wed, 21 Oct 2015 07:28:00 GMT", None)])
+def test_retry_after(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value) == seconds

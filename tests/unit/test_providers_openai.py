@@ -1,0 +1,29 @@
+"""OpenAI-compatible upstreams: the key goes in the headers, bodies pass through untouched."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.config import ModelProvider
+from gateway.providers.openai import chat_request_body, request_headers
+
+
+def provider(key: str | None) -> ModelProvider:
+    return ModelProvider("openai/gpt-4o", "openai", "gpt-4o", "openai", "https://x/v1", key)
+
+
+def test_the_provider_key_is_a_bearer_token_and_only_when_there_is_one() -> None:
+    assert request_headers(provider("sk-1")) == {"content-type": "application/json",
+                                                 "authorization": "Bearer sk-1"}
+    assert "authorization" not in request_headers(provider(None))
+
+
+def test_the_clients_bytes_go_on_untouched_when_the_model_id_already_matches() -> None:
+    raw = b'{"model":"gpt-4o", "messages":[], "x_unknown_field":{"kept":true}}'
+    assert chat_request_body(orjson.loads(raw), raw, "gpt-4o") is raw
+
+
+def test_only_the_model_changes_when_it_must() -> None:
+    raw = b'{"model":"openai/gpt-4o","x_unknown_field":[1,2],"messages":[]}'
+    sent = orjson.loads(chat_request_body(orjson.loads(raw), raw, "gpt-4o"))
+    assert sent == {"model": "gpt-4o", "x_unknown_field": [1, 2], "messages": []}
