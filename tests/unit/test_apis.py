@@ -38,7 +38,8 @@ def test_messages_turns_split_tool_results_from_user_text() -> None:
 
 @pytest.mark.parametrize("model", sorted(AUTO_MODELS))
 def test_auto_model_names_leave_the_choice_to_the_gateway(model: str) -> None:
-    assert CHAT.parse(body(model=model, messages=[{"role": "user", "content": "x"}]), 10).requested_model is None
+    request = CHAT.parse(body(model=model, messages=[{"role": "user", "content": "x"}]), 10)
+    assert request.requested_model is None
 
 
 @pytest.mark.parametrize(

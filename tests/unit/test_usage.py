@@ -53,9 +53,11 @@ def test_a_stream_without_usage_reports_none() -> None:
 @pytest.mark.parametrize(
     ("body", "usage"),
     [
-        ({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}, {"prompt_tokens": 3, "completion_tokens": 4}),
+        ({"usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+         {"prompt_tokens": 3, "completion_tokens": 4}),
         ({"usage": {"input_tokens": 5, "output_tokens": 6}}, {"prompt_tokens": 5, "completion_tokens": 6}),
-        ({"usage": {"prompt_tokens": True, "completion_tokens": 2.5}}, {"prompt_tokens": 0, "completion_tokens": 0}),
+        ({"usage": {"prompt_tokens": True, "completion_tokens": 2.5}},
+         {"prompt_tokens": 0, "completion_tokens": 0}),
         ({"choices": []}, None),
         ([1, 2], None),
     ],
