@@ -111,14 +111,16 @@ def _listeners(root: Node, warnings: list[str]) -> tuple[ServerConfig, int]:
     for element, path in root.items("listeners"):
         node = Node(element, path, root.environ)
         kind = node.string("type", "model")
+        if kind != "model":
+            # Agent and prompt listeners carry Plano's own keys (router, agents, ...): the whole
+            # listener is one warning, not an unknown-key error per key.
+            warnings.append(f"{path}.type: {kind!r} listeners are a Plano feature; ignored")
+            continue
         node.string("name")
         address = node.string("address", server.host) or server.host
         port = node.integer("port", server.port, 1, 65535)
         timeout = node.duration_ms("timeout", 0, 0)
         warnings.extend(node.finish(PLANO_LISTENER))
-        if kind != "model":
-            warnings.append(f"{path}.type: {kind!r} listeners are a Plano feature; ignored")
-            continue
         server = ServerConfig(host=address, port=port)
         timeout_ms = timeout
     # The listener's timeout is Plano's whole-request timeout; it seeds upstream.total_timeout_ms.

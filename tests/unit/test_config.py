@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config, parse_config, render_config
+from gateway.config import Config, ConfigError, load_config, parse_config, render_config
 
 ENV = {"OPENAI_API_KEY": "sk-openai-1234567890", "ANTHROPIC_API_KEY": "sk-ant-0987654321"}
+# Our own Plano-format files (tests/fixtures/plano), and Plano's real ones when a checkout of the
+# team's shared folder happens to sit beside the repository (never required).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plano"
 PLANO_DIR = Path(__file__).resolve().parents[3] / "shared" / "plano-configs"
+PLANO_ENV = {name: f"sk-test-{name.split('_')[0].lower()}-0123456789" for name in (
+    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "GROQ_API_KEY",
+    "GEMINI_API_KEY", "GROK_API_KEY", "TOGETHER_API_KEY")}
 
 # Modelled on Plano's model-affinity demo (v0.3.0, inline preferences, a tracing block).
 AFFINITY_DEMO = """
@@ -233,14 +244,163 @@ def test_root_config_yaml_loads() -> None:
     assert redis.routing.session_cache.type == "redis"
 
 
-@pytest.mark.parametrize("path", sorted(PLANO_DIR.glob("*.yaml")), ids=lambda p: p.name)
-def test_plano_repository_configs_load(path: Path) -> None:
-    env = {name: "dummy" for name in (
-        "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY", "GROQ_API_KEY",
-        "GEMINI_API_KEY", "GROK_API_KEY", "TOGETHER_API_KEY")}
-    config = load_config(path, environ=env)
-    assert config.providers
+def check_v030_inline_preferences(config: Config) -> None:
+    assert config.version == "v0.3.0" and config.server.port == 12100
+    assert config.default_model == "openai/gpt-4o-mini"
+    assert [(p.name, p.description.split(",")[0], p.models) for p in config.preferences] == [
+        ("plan_review", "weighing a multi-step plan", ("openai/gpt-4.1",)),
+        ("test writing", "writing unit tests", ("anthropic/claude-sonnet-4-5",)),
+    ]
+    claude = config.models["anthropic/claude-sonnet-4-5"]
+    assert (claude.interface, claude.api_base) == ("anthropic", "https://api.anthropic.com/v1")
+    assert claude.access_key == PLANO_ENV["ANTHROPIC_API_KEY"]
 
 
-def test_plano_repository_configs_are_present() -> None:
-    assert len(list(PLANO_DIR.glob("*.yaml"))) >= 9, f"expected Plano's configs in {PLANO_DIR}"
+def check_v040_top_level_preferences(config: Config) -> None:
+    assert config.version == "v0.4.0"
+    assert {p.name: p.models for p in config.preferences} == {
+        "quick_answers": ("openai/gpt-4o-mini",),
+        "architecture": ("anthropic/claude-opus-4-1", "openai/gpt-5.1"),
+        "debugging": ("openai/gpt-5.1", "anthropic/claude-opus-4-1", "openai/gpt-4o-mini"),
+    }
+    assert config.routing.session_ttl_seconds == 900
+    cache = config.routing.session_cache
+    assert (cache.type, cache.url) == ("redis", "redis://pins.internal:6380/2")
+
+
+def check_provider_catalogue(config: Config) -> None:
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 12300)
+    assert config.default_model == "openai/gpt-4o"  # default: true on the second entry
+    bases = {p.provider: p.api_base for p in config.providers}
+    assert bases == {
+        "openai": "https://api.openai.com/v1",
+        "anthropic": "https://api.anthropic.com/v1",
+        "mistral": "https://api.mistral.ai/v1",
+        "deepseek": "https://api.deepseek.com/v1",
+        "groq": "https://api.groq.com/openai/v1",
+        "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+        "xai": "https://api.x.ai/v1",
+        "together_ai": "https://api.together.xyz/v1",
+        "lab_box": "http://10.0.0.7:9000/v1",
+        "vllm": "http://vllm.internal:8000/v1",
+    }
+    oss = config.resolve("openai/gpt-oss-120b")
+    assert oss is not None and (oss.provider, oss.model_id) == ("together_ai", "openai/gpt-oss-120b")
+    assert oss.access_key == PLANO_ENV["TOGETHER_API_KEY"]
+    assert config.models["anthropic/claude-haiku-4-5"].access_key == PLANO_ENV["ANTHROPIC_API_KEY"]
+    lab = config.resolve("qwen-coder")
+    assert lab is not None and lab.interface == "openai" and lab.access_key is None
+    assert [p.interface for p in config.providers].count("anthropic") == 1
+
+
+def check_model_aliases(config: Config) -> None:
+    assert dict(config.aliases) == {
+        "team.fast.v2": "openai/gpt-4o-mini",
+        "team.think.v2": "openai/o4-mini",
+        "team.think.latest": "openai/o4-mini",
+    }
+    think = config.resolve("team.think.v2")
+    assert think is not None and think.model == "openai/o4-mini"
+    assert config.preferences == ()
+
+
+def check_local_llm_router(config: Config) -> None:
+    picker = "plano/hf.co/example-org/Route-Picker-0.5B.gguf:Q5_K_S"
+    assert (config.routing.router.type, config.routing.router.model) == ("llm", picker)
+    router = config.models[picker]
+    assert router.model_id == "hf.co/example-org/Route-Picker-0.5B.gguf:Q5_K_S"
+    assert (router.interface, router.api_base) == ("openai", "http://127.0.0.1:11434/v1")
+    assert config.default_model == "openai/gpt-4o-mini"
+    assert {p.name: p.models for p in config.preferences} == {
+        "sql help": ("openai/gpt-4o",), "release notes": ("openai/gpt-4.1",)}
+
+
+def check_prompt_gateway(config: Config) -> None:
+    (home,) = config.providers
+    assert (home.provider, home.model_id, home.interface) == ("home_llm", "mistral-nemo", "openai")
+    assert home.api_base == "http://192.168.1.20:8080/v1" and home.access_key is None
+    assert config.default_model == "home_llm/mistral-nemo"
+
+
+def check_routing_budget(config: Config) -> None:
+    assert config.routing.session_ttl_seconds == 1200
+    assert config.preference("refactoring").models == ("anthropic/claude-sonnet-4-5",)
+    assert config.warnings[0] == (
+        "routing.routing_budget: Plano's switch-cost budget is not implemented; ignored")
+
+
+def check_agent_listeners_state(config: Config) -> None:
+    assert config.version == "v0.4.0"  # no version key
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 12800)  # the model listener
+    assert config.upstream.total_timeout_ms == 45_000  # its timeout: 45s
+    assert config.default_model == "anthropic/claude-haiku-4-5"  # no default: the first entry
+    assert config.models["openai/gpt-4o"].access_key == PLANO_ENV["OPENAI_API_KEY"]
+    assert config.warnings[0] == "listeners[0].type: 'agent' listeners are a Plano feature; ignored"
+
+
+@dataclass(frozen=True)
+class Expected:
+    warned: tuple[str, ...]  # key paths of the Plano features the gateway ignores, in order
+    check: Callable[[Config], None]
+
+
+EXPECTED = {
+    "v030_inline_preferences.yaml": Expected(("tracing",), check_v030_inline_preferences),
+    "v040_top_level_preferences.yaml": Expected(("tracing",), check_v040_top_level_preferences),
+    "provider_catalogue.yaml": Expected(("listeners[0].max_retries", "tracing"), check_provider_catalogue),
+    "model_aliases.yaml": Expected(("tracing",), check_model_aliases),
+    "local_llm_router.yaml": Expected(("tracing",), check_local_llm_router),
+    "prompt_gateway.yaml": Expected(
+        ("system_prompt", "prompt_targets", "endpoints", "tracing"), check_prompt_gateway),
+    "routing_budget.yaml": Expected(
+        ("routing.routing_budget", "model_metrics_sources", "tracing"), check_routing_budget),
+    "agent_listeners_state.yaml": Expected(
+        ("listeners[0].type", "listeners[1].type", "state_storage"), check_agent_listeners_state),
+}
+
+
+def test_every_own_plano_fixture_has_its_expectations() -> None:
+    assert sorted(p.name for p in FIXTURES.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_own_plano_fixture_resolves(name: str) -> None:
+    config = load_config(FIXTURES / name, environ=PLANO_ENV)
+    expected = EXPECTED[name]
+    assert tuple(w.split(": ")[0] for w in config.warnings) == expected.warned
+    expected.check(config)
+
+
+# Plano's real files join our own when they are beside the repository; without them the list
+# still holds our fixtures, so the test neither skips nor passes on nothing.
+PLANO_FILES = sorted(FIXTURES.glob("*.yaml")) + sorted(PLANO_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PLANO_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_plano_format_files_load_with_one_warning_per_ignored_feature(path: Path) -> None:
+    config = load_config(path, environ=PLANO_ENV)
+    assert config.providers and config.default_model in config.models
+    paths = [w.split(": ")[0] for w in config.warnings]
+    assert len(paths) == len(set(paths)), config.warnings
+    assert all(w.endswith("; ignored") for w in config.warnings), config.warnings
+
+
+def test_check_config_command_on_an_own_fixture() -> None:
+    environ = {k: v for k, v in os.environ.items()
+               if not k.endswith("_API_KEY") and not k.startswith("PG_") and k != "REDIS_URL"}
+    keys = {"OPENAI_API_KEY": "sk-live-fixture-openai-1", "ANTHROPIC_API_KEY": "sk-ant-fixture-2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(FIXTURES / "agent_listeners_state.yaml")],
+        capture_output=True, text=True, env={**environ, **keys}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: listeners[0].type: 'agent' listeners are a Plano feature; ignored",
+        "warning: listeners[1].type: 'prompt' listeners are a Plano feature; ignored",
+        "warning: state_storage: a Plano feature outside this gateway's scope; ignored",
+    ]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["server"]["port"] == 12800
+    assert [p["model"] for p in printed["model_providers"]] == [
+        "anthropic/claude-haiku-4-5", "openai/gpt-4o"]
+    for key in keys.values():
+        assert key not in result.stdout + result.stderr
