@@ -14,7 +14,10 @@ import argparse
 import datetime
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from gateway.demo.runner import Processes, StartError
@@ -36,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("claude-code", "codex"), help="run one harness only")
     parser.add_argument("--claude-timeout", type=float, default=900.0, help="seconds (default 900)")
     parser.add_argument("--codex-timeout", type=float, default=180.0, help="seconds (default 180)")
+    parser.add_argument("--direct", action="store_true",
+                        help="also run the Claude Code sessions straight against the simulator (no "
+                             "gateway), to capture the requests the gateway refuses today")
     args = parser.parse_args(argv)
+    args.cli_dir = args.cli_dir.resolve()  # the CLIs run in the scratch directory
     missing = [name for name in ("claude", "codex") if not (args.cli_dir / name).exists()]
     if missing:
         print(f"not installed in {args.cli_dir}: {', '.join(missing)} (`make interop` installs them)",
@@ -66,56 +73,80 @@ def _run(args: argparse.Namespace, tmp: Path, recorder: capture.Recorder) -> int
         gateway = stack.start(processes, logs)
         front = ThreadServer(Front(gateway.replica_urls, recorder), "front").start()
         stub = ThreadServer(ResponsesStub(recorder), "Responses capture stub").start()
-        servers += [front, stub]
+        direct = ThreadServer(Front([gateway.simulator.url], recorder, "simulator"), "direct front").start()
+        servers += [front, stub, direct]
         _say(f"redis 127.0.0.1:{gateway.redis_port}, simulator {gateway.simulator.url}, replicas "
              f"{', '.join(gateway.replica_urls)}; front {front.url}; captures in {recorder.directory}")
         before = scratch.fingerprint()
-        sessions: list[tuple[str, Callable[[], harnesses.Result]]] = []
+        sessions: list[tuple[str, Callable[[], list[harnesses.Result]]]] = []
         if args.only in (None, "claude-code"):
-            sessions.append(("claude-code", lambda: harnesses.claude_code(
-                args.cli_dir, scratch, front.url, trap.url, args.claude_timeout)))
+            # Two Claude Code sessions at once, so the replicas see them interleaved: one with
+            # read-only tools, one that may also start sub-agents.
+            sessions.append(("claude-code", lambda: _together(*(
+                partial(harnesses.claude_code, args.cli_dir, scratch, front.url, trap.url,
+                        args.claude_timeout, agents=agents) for agents in (False, True)))))
+        if args.direct and args.only in (None, "claude-code"):
+            sessions.append(("claude-code-direct", lambda: _together(*(
+                partial(harnesses.claude_code, args.cli_dir, scratch, direct.url, trap.url,
+                        args.claude_timeout, agents=agents, suffix="-direct")
+                for agents in (False, True)))))
         if args.only in (None, "codex"):
-            sessions.append(("codex", lambda: harnesses.codex(
-                args.cli_dir, scratch, f"{front.url}/v1", trap.url, "codex", args.codex_timeout)))
-            sessions.append(("codex-capture", lambda: harnesses.codex(
+            sessions.append(("codex", lambda: [harnesses.codex(
+                args.cli_dir, scratch, f"{front.url}/v1", trap.url, "codex", args.codex_timeout)]))
+            sessions.append(("codex-capture", lambda: [harnesses.codex(
                 args.cli_dir, scratch, f"{stub.url}/v1", trap.url, "codex-capture",
-                args.codex_timeout)))
+                args.codex_timeout)]))
             # Codex sends its tools another way for its default model (code mode, tools in an
             # `additional_tools` input item) than for others (top-level `tools`): capture both.
-            sessions.append(("codex-capture-classic", lambda: harnesses.codex(
+            sessions.append(("codex-capture-classic", lambda: [harnesses.codex(
                 args.cli_dir, scratch, f"{stub.url}/v1", trap.url, "codex-capture-classic",
-                args.codex_timeout, model=CLASSIC_CODEX_MODEL)))
+                args.codex_timeout, model=CLASSIC_CODEX_MODEL)]))
+        names: dict[str, str] = {}  # session id -> which scripted session it was
         for label, session in sessions:
             recorder.harness = trap.harness = label
             _say(f"\n== {label}: running")
-            _say(_outcome(session()))
+            for result in session():
+                _say(_outcome(result))
+                if result.session:
+                    names[result.session] = result.harness
         untouched = scratch.fingerprint() == before
     finally:
         for server in servers:
             server.stop()
         processes.stop()
         trap.stop()
-    return _report(recorder, trap, untouched)
+    return _report(recorder, trap, untouched, names)
 
 
-def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool) -> int:
+def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names: dict[str, str]) -> int:
     exchanges = capture.load(recorder.directory)
     _say("\n== per session and lane (through the front: two replicas, one Redis)")
-    _say(report.render([e for e in exchanges if e.target == "gateway"]) or "  (no requests)")
+    _say(report.render([e for e in exchanges if e.target == "gateway"], names) or "  (no requests)")
+    direct = [e for e in exchanges if e.target == "simulator"]
+    if direct:
+        _say("\n== per session and lane, straight to the simulator (--direct: no gateway, no pins)")
+        _say(report.render(direct, names, gateway=False))
     responses = [e for e in exchanges if e.harness == "codex" and e.path.endswith("/responses")]
     if responses and all(e.status == 404 for e in responses):
         _say(f"\ncodex: the gateway answered 404 to all {len(responses)} POST /v1/responses "
              "requests: it has no Responses API yet (issue 15), so Codex got nothing served.")
-    captured = [e for e in exchanges if e.target == "stub"]
-    if captured:
-        _say(f"codex-capture: {len(captured)} request(s) recorded by the Responses capture stub "
-             "(not the gateway), to learn the shape of Codex's later turns.")
-    _say("\n== non-2xx answers\n" + (report.failures(exchanges) or "  none"))
+    for target, what in (("stub", "the Responses capture stub"), ("simulator", "the simulator directly")):
+        captured = Counter(e.harness for e in exchanges if e.target == target)
+        for harness, count in captured.items():
+            _say(f"{harness}: {count} request(s) recorded through {what} (not the gateway), "
+                 "to capture the shapes the gateway cannot serve yet.")
+    through = [e for e in exchanges if e.target == "gateway"]
+    _say("\n== non-2xx answers from the gateway\n" + (report.failures(through, names) or "  none"))
     attempts = sorted({f"{harness} -> {target}" for harness, target in trap.attempts})
     _say("\n== safety\n  egress trap: " + ("; ".join(attempts) or "no attempt to leave the machine"))
     _say(f"  scratch project: {'unchanged' if untouched else 'CHANGED'}")
     _say(f"  captures: {recorder.directory}")
     return 0 if untouched and not attempts else 1
+
+
+def _together(*runs: Callable[[], harnesses.Result]) -> list[harnesses.Result]:
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda run: run(), runs))
 
 
 def _outcome(result: harnesses.Result) -> str:

@@ -59,7 +59,7 @@ class Usage:
 class Exchange:
     seq: int
     harness: str  # which scripted session sent it (claude-code, codex, codex-capture)
-    target: str  # gateway (through the front) or stub (the Responses capture stub)
+    target: str  # gateway (through the front), simulator (--direct), stub (Responses capture stub)
     replica: int | None  # which gateway replica the front sent it to
     method: str
     path: str

@@ -27,11 +27,13 @@ _ANSWER_CHARS = 600  # of an error answer, recorded
 
 
 class Front:
-    """ASGI app: `replicas` are base URLs; each request goes to the next one."""
+    """ASGI app: `replicas` are base URLs; each request goes to the next one. `target` names
+    what is behind it in the records (the gateway, or the simulator for direct captures)."""
 
-    def __init__(self, replicas: Sequence[str], recorder: Recorder) -> None:
+    def __init__(self, replicas: Sequence[str], recorder: Recorder, target: str = "gateway") -> None:
         self.replicas = list(replicas)
         self.recorder = recorder
+        self.target = target
         self._turn = itertools.cycle(range(len(self.replicas)))
         self._client: httpx.AsyncClient | None = None
 
@@ -55,7 +57,7 @@ class Front:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         replica = next(self._turn)
         exchange = Exchange(
-            seq=self.recorder.next_seq(), harness=self.recorder.harness, target="gateway",
+            seq=self.recorder.next_seq(), harness=self.recorder.harness, target=self.target,
             replica=replica + 1, method=scope["method"], path=scope["path"],
             query=scope["query_string"].decode("latin-1"), headers=masked(headers),
             body=parse_body(body),

@@ -9,7 +9,9 @@ talk only to the front on 127.0.0.1. The scratch project is fingerprinted before
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +20,12 @@ from pathlib import Path
 
 PROMPT = "Which files are in this project, and what does calc.py do? Read them, change nothing."
 DUMMY_KEY = "sk-interop-dummy-key"  # the front and the simulator never check it
+# The default sub-agent, redefined with read-only tools and no Agent tool of its own: the
+# simulator starts one sub-agent per value of the Agent tool's `model` enum, and with the
+# built-in definition every sub-agent does the same again (thousands of requests).
+_SUBAGENT = json.dumps({"general-purpose": {
+    "description": "Reads and searches files to answer a question", "prompt": "You read files.",
+    "tools": ["Read", "Glob", "Grep"]}})
 _PROJECT = {
     "README.md": "# calc\n\nA tiny calculator library used by the interop run.\n",
     "calc.py": "def add(a: int, b: int) -> int:\n    return a + b\n",
@@ -61,6 +69,12 @@ class Result:
     returncode: int | None  # None: killed at the deadline
     output: str
 
+    @property
+    def session(self) -> str | None:
+        """The session id the CLI printed (Claude Code's JSON result, Codex's header line)."""
+        found = re.search(r'"session_id":"([^"]+)"|^session id: (\S+)', self.output, re.MULTILINE)
+        return (found.group(1) or found.group(2)) if found else None
+
 
 def base_env(home: Path, trap_url: str) -> dict[str, str]:
     node = shutil.which("node")  # the Codex package starts through a node script
@@ -79,8 +93,9 @@ def base_env(home: Path, trap_url: str) -> dict[str, str]:
 
 
 def claude_code(bin_dir: Path, scratch: Scratch, front_url: str, trap_url: str,
-                timeout: float) -> Result:
-    home = scratch.home("claude")
+                timeout: float, agents: bool, suffix: str = "") -> Result:
+    name = ("claude-code+agents" if agents else "claude-code") + suffix
+    home = scratch.home(name)
     env = base_env(home, trap_url) | {
         "CLAUDE_CONFIG_DIR": str(home / ".claude"),
         "ANTHROPIC_BASE_URL": front_url,
@@ -89,13 +104,16 @@ def claude_code(bin_dir: Path, scratch: Scratch, front_url: str, trap_url: str,
         "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
         "DISABLE_BUG_COMMAND": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
-    # Read-only tools, plus Agent so sub-agents (lanes) show up; --tools limits what exists,
-    # --allowedTools what runs without asking, and dontAsk refuses anything else.
-    tools = "Read,Glob,Grep,Agent"
+    # Read-only tools (with `agents`, plus Agent: sub-agents, lanes and side-call models show
+    # up); --tools limits what exists, --allowedTools what runs without asking, and dontAsk
+    # refuses anything else.
+    tools = "Read,Glob,Grep" + (",Agent" if agents else "")
     argv = [str(bin_dir / "claude"), "-p", PROMPT, "--tools", tools, "--allowedTools", tools,
             "--permission-mode", "dontAsk", "--no-session-persistence", "--output-format", "json",
             "--strict-mcp-config"]
-    return _run("claude-code", argv, env, scratch.project, timeout)
+    if agents:
+        argv += ["--agents", _SUBAGENT]
+    return _run(name, argv, env, scratch.project, timeout)
 
 
 def codex(bin_dir: Path, scratch: Scratch, base_url: str, trap_url: str, label: str,

@@ -82,14 +82,17 @@ def group(exchanges: Iterable[Exchange]) -> dict[tuple[str, str], dict[str, Lane
     return sessions
 
 
-def render(exchanges: list[Exchange]) -> str:
+def render(exchanges: list[Exchange], names: dict[str, str], gateway: bool = True) -> str:
+    """`names`: session id -> the scripted session's name, where the CLI said which it was;
+    `gateway`: the exchanges went through it (else models and affinity are not shown)."""
     lines: list[str] = []
     for (harness, session), lanes in group(exchanges).items():
         total = sum(lane.requests for lane in lanes.values())
-        lines.append(f"\n{harness}  session {_short(session)}: {total} requests, {len(lanes)} lane(s)")
+        name = names.get(session, harness)
+        lines.append(f"\n{name}  session {_short(session)}: {total} requests, {len(lanes)} lane(s)")
         for name, lane in lanes.items():
             lines.append(f"  lane {name}")
-            lines.extend(f"    {line}" for line in _lane_lines(lane))
+            lines.extend(f"    {line}" for line in _lane_lines(lane) if gateway or _plain(line))
     return "\n".join(lines)
 
 
@@ -105,6 +108,10 @@ def _lane_lines(lane: Lane) -> list[str]:
     ]
 
 
+def _plain(line: str) -> bool:
+    return not line.startswith(("models", "affinity"))
+
+
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{name} x{n}" for name, n in counter.most_common())
 
@@ -113,15 +120,16 @@ def _short(value: str) -> str:
     return value if len(value) <= 40 else value[:37] + "..."
 
 
-def failures(exchanges: list[Exchange]) -> str:
-    """Every distinct non-2xx answer per harness: status, request, the error message, how often."""
+def failures(exchanges: list[Exchange], names: dict[str, str]) -> str:
+    """Every distinct non-2xx answer per session name: status, request, error message, how often."""
     seen: Counter[tuple[str, int, str, str]] = Counter()
     for exchange in exchanges:
         if not 200 <= exchange.status < 300:
+            harness = names.get(session_of(exchange), exchange.harness)
             body = exchange.body if isinstance(exchange.body, dict) else {}
             model = f" model={body['model']}" if body.get("model") else ""
             request = f"{exchange.method} {exchange.path}{model}"
-            seen[(exchange.harness, exchange.status, request, _message(exchange))] += 1
+            seen[(harness, exchange.status, request, _message(exchange))] += 1
     return "\n".join(
         f"  {harness}: {status} x{n} for {request}: {message}"
         for (harness, status, request, message), n in seen.items()

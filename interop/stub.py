@@ -112,18 +112,19 @@ def _tools(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _call(tools: dict[str, dict[str, Any]], number: int) -> dict[str, Any] | None:
     """A read-only `ls` through the harness's shell tool, or its code-mode `exec` tool."""
-    ids = {"id": f"fc_stub{number:04d}", "call_id": f"call_stub{number:04d}", "status": "completed"}
+    ids = {"call_id": f"call_stub{number:04d}", "status": "completed"}
     for name in _SHELL_TOOLS:
         tool = tools.get(name)
         properties = ((tool or {}).get("parameters") or {}).get("properties") or {}
         for param in ("cmd", "command"):
             if param in properties:
                 value: Any = ["ls"] if properties[param].get("type") == "array" else "ls"
-                return {"type": "function_call", "name": name,
+                return {"type": "function_call", "id": f"fc_stub{number:04d}", "name": name,
                         "arguments": json.dumps({param: value}), **ids}
     if tools.get("exec", {}).get("type") == "custom":
         source = 'const listing = await tools.exec_command({cmd: "ls"});\ntext(listing);'
-        return {"type": "custom_tool_call", "name": "exec", "input": source, **ids}
+        return {"type": "custom_tool_call", "id": f"ctc_stub{number:04d}", "name": "exec",
+                "input": source, **ids}
     return None
 
 
