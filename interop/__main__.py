@@ -1,11 +1,12 @@
 """`python -m interop` (`make interop`): one scripted session of each real harness, then a report.
 
 Starts a private Redis, the simulator, two gateway replicas and the recording round-robin
-front; runs Claude Code, then Codex, through the front in a scratch directory; runs Codex once
-more against the Responses capture stub (the gateway has no /v1/responses yet, and this is how
-its later turns get captured); prints per session and lane what the gateway did; stops
-everything. The exit status is 1 only if a safety check failed: the scratch project changed,
-or a harness tried to reach beyond the machine (the egress trap refused it).
+front; runs two Claude Code sessions at once, then Codex, through the front in a scratch
+directory; runs Codex twice more against the Responses capture stub (the gateway has no
+/v1/responses yet, and this is how its later turns get captured); prints per session and lane
+what the gateway did; stops everything. The exit status is 1 only if a safety check failed:
+the scratch project changed, or a harness tried to reach beyond the machine (the egress trap
+refused it).
 """
 
 from __future__ import annotations
@@ -78,31 +79,9 @@ def _run(args: argparse.Namespace, tmp: Path, recorder: capture.Recorder) -> int
         _say(f"redis 127.0.0.1:{gateway.redis_port}, simulator {gateway.simulator.url}, replicas "
              f"{', '.join(gateway.replica_urls)}; front {front.url}; captures in {recorder.directory}")
         before = scratch.fingerprint()
-        sessions: list[tuple[str, Callable[[], list[harnesses.Result]]]] = []
-        if args.only in (None, "claude-code"):
-            # Two Claude Code sessions at once, so the replicas see them interleaved: one with
-            # read-only tools, one that may also start sub-agents.
-            sessions.append(("claude-code", lambda: _together(*(
-                partial(harnesses.claude_code, args.cli_dir, scratch, front.url, trap.url,
-                        args.claude_timeout, agents=agents) for agents in (False, True)))))
-        if args.direct and args.only in (None, "claude-code"):
-            sessions.append(("claude-code-direct", lambda: _together(*(
-                partial(harnesses.claude_code, args.cli_dir, scratch, direct.url, trap.url,
-                        args.claude_timeout, agents=agents, suffix="-direct")
-                for agents in (False, True)))))
-        if args.only in (None, "codex"):
-            sessions.append(("codex", lambda: [harnesses.codex(
-                args.cli_dir, scratch, f"{front.url}/v1", trap.url, "codex", args.codex_timeout)]))
-            sessions.append(("codex-capture", lambda: [harnesses.codex(
-                args.cli_dir, scratch, f"{stub.url}/v1", trap.url, "codex-capture",
-                args.codex_timeout)]))
-            # Codex sends its tools another way for its default model (code mode, tools in an
-            # `additional_tools` input item) than for others (top-level `tools`): capture both.
-            sessions.append(("codex-capture-classic", lambda: [harnesses.codex(
-                args.cli_dir, scratch, f"{stub.url}/v1", trap.url, "codex-capture-classic",
-                args.codex_timeout, model=CLASSIC_CODEX_MODEL)]))
         names: dict[str, str] = {}  # session id -> which scripted session it was
-        for label, session in sessions:
+        urls = {"front": front.url, "stub": stub.url, "direct": direct.url}
+        for label, session in _sessions(args, scratch, urls, trap.url):
             recorder.harness = trap.harness = label
             _say(f"\n== {label}: running")
             for result in session():
@@ -127,7 +106,7 @@ def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names
         _say("\n== per session and lane, straight to the simulator (--direct: no gateway, no pins)")
         _say(report.render(direct, names, gateway=False))
     responses = [e for e in exchanges if e.harness == "codex" and e.path.endswith("/responses")]
-    if responses and all(e.status == 404 for e in responses):
+    if responses and all(e.status == 404 and "no route" in (e.answer or "") for e in responses):
         _say(f"\ncodex: the gateway answered 404 to all {len(responses)} POST /v1/responses "
              "requests: it has no Responses API yet (issue 15), so Codex got nothing served.")
     for target, what in (("stub", "the Responses capture stub"), ("simulator", "the simulator directly")):
@@ -142,6 +121,37 @@ def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names
     _say(f"  scratch project: {'unchanged' if untouched else 'CHANGED'}")
     _say(f"  captures: {recorder.directory}")
     return 0 if untouched and not attempts else 1
+
+
+Session = Callable[[], list[harnesses.Result]]
+
+
+def _sessions(args: argparse.Namespace, scratch: harnesses.Scratch, urls: dict[str, str],
+              trap: str) -> list[tuple[str, Session]]:
+    """The scripted sessions in order, each run by a label; `urls`: the front, stub, direct."""
+    sessions: list[tuple[str, Session]] = []
+    claude = partial(harnesses.claude_code, args.cli_dir, scratch, trap_url=trap,
+                     timeout=args.claude_timeout)
+    codex = partial(harnesses.codex, args.cli_dir, scratch, trap_url=trap, timeout=args.codex_timeout)
+    if args.only in (None, "claude-code"):
+        # Two Claude Code sessions at once, so the replicas see them interleaved: one with
+        # read-only tools, one that may also start sub-agents.
+        sessions.append(("claude-code", lambda: _together(
+            partial(claude, front_url=urls["front"], agents=False),
+            partial(claude, front_url=urls["front"], agents=True))))
+        if args.direct:
+            sessions.append(("claude-code-direct", lambda: _together(
+                partial(claude, front_url=urls["direct"], agents=False, suffix="-direct"),
+                partial(claude, front_url=urls["direct"], agents=True, suffix="-direct"))))
+    if args.only in (None, "codex"):
+        sessions.append(("codex", lambda: [codex(base_url=f"{urls['front']}/v1", label="codex")]))
+        sessions.append(("codex-capture", lambda: [
+            codex(base_url=f"{urls['stub']}/v1", label="codex-capture")]))
+        # Codex sends its tools another way for its default model (code mode, tools in an
+        # `additional_tools` input item) than for others (top-level `tools`): capture both.
+        sessions.append(("codex-capture-classic", lambda: [codex(
+            base_url=f"{urls['stub']}/v1", label="codex-capture-classic", model=CLASSIC_CODEX_MODEL)]))
+    return sessions
 
 
 def _together(*runs: Callable[[], harnesses.Result]) -> list[harnesses.Result]:
