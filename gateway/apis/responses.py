@@ -219,11 +219,12 @@ ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": 
 
 
 def _with_id(item: dict[str, Any]) -> dict[str, Any]:
-    """Stored items carry ids, as input_items lists them."""
-    if isinstance(item.get("id"), str):
+    """Stored items carry an id and a status, as input_items lists them."""
+    if isinstance(item.get("id"), str) and ("status" in item or item.get("type") == "reasoning"):
         return item
     kind = item_kind(item)
-    return {"id": new_id(ID_PREFIXES.get(kind, "item")), "type": kind, **item}
+    extra = {} if kind == "reasoning" else {"status": "completed"}
+    return {"id": new_id(ID_PREFIXES.get(kind, "item")), "type": kind, **extra, **item}
 
 
 def responses_api(store: ResponseStore, max_items: int) -> ClientApi:
