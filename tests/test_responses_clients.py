@@ -154,9 +154,9 @@ def test_other_bad_requests(server: ThreadServer, body: bytes, status: int) -> N
 def test_routing_decision_and_stored_paths(server: ThreadServer) -> None:
     decision = httpx.post(f"{server.url}/routing/v1/responses", json={"model": ANTHROPIC, "input": "x"})
     assert decision.status_code == 200 and decision.json()["models"] == [ANTHROPIC]
-    for method, path, status in (("GET", "/v1/responses/resp_nope", 404), ("DELETE", "/v1/responses/resp_nope", 404),
-                                 ("GET", "/v1/responses/resp_nope/input_items", 404),
-                                 ("DELETE", "/v1/responses/resp_nope/input_items", 405)):
+    nope = "/v1/responses/resp_nope"
+    for method, path, status in (("GET", nope, 404), ("DELETE", nope, 404),
+                                 ("GET", f"{nope}/input_items", 404), ("DELETE", f"{nope}/input_items", 405)):
         raw = httpx.request(method, f"{server.url}{path}")
         assert raw.status_code == status and "error" in raw.json()
     metrics = httpx.get(f"{server.url}/metrics").text

@@ -28,7 +28,8 @@ ITEMS = TypeAdapter(list[ResponseItem])
 
 
 def responses_config(upstream: str, redis_url: str | None) -> dict[str, Any]:
-    cache = {"type": "redis", "url": redis_url, "socket_timeout_ms": 2000} if redis_url else {"type": "memory"}
+    memory = {"type": "memory"}
+    cache = {"type": "redis", "url": redis_url, "socket_timeout_ms": 2000} if redis_url else memory
     return {
         "version": "v0.4.0",
         "model_providers": [
@@ -61,7 +62,9 @@ def clear(simulator: ThreadServer) -> None:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_plain_response(replicas: tuple[ThreadServer, ThreadServer], simulator: ThreadServer, model: str) -> None:
+def test_plain_response(
+    replicas: tuple[ThreadServer, ThreadServer], simulator: ThreadServer, model: str
+) -> None:
     clear(simulator)
     raw = client(replicas[0]).responses.with_raw_response.create(
         model=model, input="Say hello", instructions="Be brief", max_output_tokens=50, temperature=0.2,
@@ -92,8 +95,9 @@ def test_streaming_event_family(replicas: tuple[ThreadServer, ThreadServer], mod
     kinds = [event.type for event in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds[-1] == "response.completed"
-    for expected in ("response.output_item.added", "response.content_part.added", "response.output_text.delta",
-                     "response.output_text.done", "response.content_part.done", "response.output_item.done"):
+    for expected in ("response.output_item.added", "response.content_part.added",
+                     "response.output_text.delta", "response.output_text.done",
+                     "response.content_part.done", "response.output_item.done"):
         assert expected in kinds, expected
     assert [event.sequence_number for event in events] == list(range(len(events)))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")

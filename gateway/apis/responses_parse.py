@@ -150,7 +150,7 @@ def _text(payload: dict[str, Any]) -> None:
     if fmt is None:
         return
     kind = fmt.get("type")
-    if kind not in FORMAT_TYPES:
+    if not isinstance(kind, str) or kind not in FORMAT_TYPES:
         raise bad("text.format.type", "must be text, json_schema or json_object", "invalid_value")
     if kind == "json_schema":
         if not isinstance(fmt.get("name"), str):

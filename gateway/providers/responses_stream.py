@@ -14,6 +14,7 @@ pipeline can store it before the client sees the end.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -49,14 +50,25 @@ class ResponseEvents:
         self.open: dict[Any, int] = {}  # upstream key (text, a tool call's index) -> output_index
         self.final: dict[str, Any] | None = None  # the finished response, once the stream ends
         self.started = False
+        self._out = bytearray()
+        self.created = int(time.time())  # one creation time for every snapshot of the response
 
     def event(self, kind: str, body: dict[str, Any]) -> bytes:
+        """Numbers and queues one event (`drain` takes them): an upstream event that turns out
+        malformed half-way leaves the events it made queued, so the numbering has no gap."""
         body = {"type": kind, **body, "sequence_number": self.sequence}
         self.sequence += 1
-        return encode_event(orjson.dumps(body), event=kind)
+        self._out += encode_event(orjson.dumps(body), event=kind)
+        return b""
+
+    def drain(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
 
     def response(self, status: str, **extra: Any) -> dict[str, Any]:
-        return response_object(self.request, self.id, self.model, list(self.items), status, **extra)
+        return response_object(
+            self.request, self.id, self.model, list(self.items), status, created_at=self.created, **extra)
 
     def start(self) -> bytes:
         if self.started:
@@ -137,7 +149,9 @@ class ResponseEvents:
         for index in self.open.values():
             self.items[index]["status"] = "incomplete"
         self.open.clear()
-        failed = self.response("failed", error={"code": code, "message": message})
+        # The Responses API knows a fixed set of error codes; the upstream's own goes in the message.
+        known = "rate_limit_exceeded" if "rate" in code else "server_error"
+        failed = self.response("failed", error={"code": known, "message": f"{code}: {message}"})
         self.final = None
         return out + self.event("response.failed", {"response": failed})
 
@@ -162,35 +176,35 @@ class _Assembler:
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
             return b""
-        return self._handle_all(self._decoder.feed(chunk))
+        self._handle_all(self._decoder.feed(chunk))
+        return self.events.drain()
 
     def close(self) -> bytes:
         if self._done:
             return b""
-        out = self._handle_all(self._decoder.flush())
-        if self._done:
-            return out
-        self._done = True
-        return out + self.events.failed("upstream_stream_incomplete", _TRUNCATED)
+        self._handle_all(self._decoder.flush())
+        if not self._done:
+            self._done = True
+            self.events.failed("upstream_stream_incomplete", _TRUNCATED)
+        return self.events.drain()
 
     def fail_with(self, error: GatewayError) -> bytes:
         """The pipeline lost the upstream mid-stream (a timeout, a reset): end it in-band."""
         if self._done:
             return b""
         self._done = True
-        return self.events.failed(error.code or "upstream_error", error.message)
+        self.events.failed(error.code or "upstream_error", error.message)
+        return self.events.drain()
 
-    def _handle_all(self, events: list[ServerSentEvent]) -> bytes:
-        out = bytearray()
+    def _handle_all(self, events: list[ServerSentEvent]) -> None:
         for event in events:
             try:
-                out += self._handle(event)
+                self._handle(event)
             except (AttributeError, KeyError, TypeError, ValueError, IndexError):
                 self._done = True
-                out += self.events.failed("upstream_bad_response", _BAD_SHAPE)
+                self.events.failed("upstream_bad_response", _BAD_SHAPE)
             if self._done:
                 break
-        return bytes(out)
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         raise NotImplementedError
@@ -246,8 +260,10 @@ class ChatToResponsesStream(_Assembler):
     def close(self) -> bytes:
         # A server that never sends [DONE] but did finish: the answer is whole.
         if not self._done and self._finish_reason is not None:
-            out = self._handle_all(self._decoder.flush())
-            return out if self._done else out + self._end()
+            self._handle_all(self._decoder.flush())
+            if not self._done:
+                self._end()
+            return self.events.drain()
         return super().close()
 
 

@@ -84,16 +84,20 @@ class ResponsesApi:
         response_id = f"resp_{conversation.digest}"
         body = self._pending.get(conversation.digest, ([], {}))[1]
         events = ResponseEvents(body, response_id, conversation.model)
-        out: StreamEvents = [(0, events.start())]
+        events.start()
+        out: StreamEvents = [(0, events.drain())]
         call = reply.tool_call
-        if call is None:
-            out += [(i, events.text(token)) for i, token in enumerate(reply.tokens)]
-        else:
-            out.append((0, events.call("call", f"call_{conversation.digest}", call.name)))
-            out += [(i, events.arguments("call", piece)) for i, piece in enumerate(reply.tokens)]
+        if call is not None:
+            events.call("call", f"call_{conversation.digest}", call.name)
+        for i, token in enumerate(reply.tokens):
+            if call is None:
+                events.text(token)
+            else:
+                events.arguments("call", token)
+            out.append((i, events.drain()))
         last = max(len(reply.tokens) - 1, 0)
-        finish = "length" if reply.truncated else "stop"
-        out.append((last, events.finish(finish, _usage(conversation, reply))))
+        events.finish("length" if reply.truncated else "stop", _usage(conversation, reply))
+        out.append((last, events.drain()))
         assert events.final is not None
         self._keep(conversation.digest, response_id, events.final["output"])
         return out
