@@ -12,7 +12,9 @@ import orjson
 
 from gateway.affinity import AffinityStore, MemoryStore
 from gateway.affinity.redis import RedisStore
+from gateway.affinity.responses import build_response_store
 from gateway.apis import CHAT, MESSAGES
+from gateway.apis.responses import responses_api
 from gateway.auth import Authenticator
 from gateway.config import Config, load_config
 from gateway.decider import Decider
@@ -34,6 +36,7 @@ from gateway.pipeline import Pipeline
 from gateway.routes import Methods, Prefixed, Routes
 from gateway.routing import BuiltinRouter, Router
 from gateway.routing.llm import LLMRouter
+from gateway.stored_responses import StoredResponses
 from gateway.upstream import UpstreamClient
 
 logger = logging.getLogger("gateway")
@@ -63,6 +66,8 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     """`multiprocess_dir`: where `serve --workers N` keeps the workers' metric files."""
     metrics = Metrics(multiprocess_dir)
     store = build_store(config)
+    response_store = build_response_store(config)
+    responses = responses_api(response_store, config.limits.max_messages)
     upstream = UpstreamClient(config.upstream)
     router = ROUTERS[config.routing.router.type](config, upstream)
     auth = Authenticator(config.auth, config.routing.session_cache.tenant_header)
@@ -75,6 +80,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     async def lifespan() -> AsyncIterator[None]:
         await upstream.open()
         await store.open()
+        await response_store.open()
         sampler = asyncio.ensure_future(_sample_pins(store, metrics))
         flusher = asyncio.ensure_future(_flush_metrics(metrics))
         state["ready"] = True
@@ -87,6 +93,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
             try:
                 await router.close()
                 await store.close()
+                await response_store.close()
                 await upstream.close()
             finally:
                 metrics.close()  # the last counts, and the worker's multiprocess files marked dead
@@ -96,6 +103,8 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/v1/messages": {"POST": Completions(pipeline, MESSAGES)},
         "/routing/v1/chat/completions": {"POST": RoutingDecision(pipeline, CHAT)},
         "/routing/v1/messages": {"POST": RoutingDecision(pipeline, MESSAGES)},
+        "/v1/responses": {"POST": Completions(pipeline, responses)},
+        "/routing/v1/responses": {"POST": RoutingDecision(pipeline, responses)},
         "/v1/models": {"GET": Models(config)},
         "/healthz": {"GET": Health(state, "live")},
         "/readyz": {"GET": Health(state, "ready")},
@@ -104,7 +113,11 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/": {"HEAD": Reachable(), "GET": Reachable()},
     }
     admin = AffinityAdmin(store, auth)
-    prefixed = (Prefixed("/v1/affinity/", "affinity_id", {"GET": admin, "DELETE": admin}),)
+    stored = StoredResponses(response_store, auth, metrics)
+    prefixed = (
+        Prefixed("/v1/affinity/", "affinity_id", {"GET": admin, "DELETE": admin}),
+        Prefixed("/v1/responses/", "response_id", {"GET": stored, "DELETE": stored}),
+    )
     return Routes(exact, prefixed, lifespan)
 
 

@@ -29,6 +29,7 @@ class Plan:
     # `on_pinned_failure: reroute`: a failing pinned model is replaced by a fresh route's.
     may_reroute: bool = False
     rerouted_from: str | None = None  # the planned model that did not serve, when the pin moved
+    affinity_source: str | None = None  # said in x-model-affinity-source, when not the header
 
 
 class Decider:
@@ -48,6 +49,10 @@ class Decider:
             raise NotFound(
                 f"model {requested!r} is not configured", param="model", code="model_not_found"
             )
+        if affinity_id is None and request.continues is not None:
+            continued = self._continued(request.continues)
+            if continued is not None:
+                return continued
         if affinity_id is None:
             return Plan(await self.route(request), "none")
         key = pin_key(tenant, affinity_id)
@@ -79,6 +84,16 @@ class Decider:
         self.metrics.affinity("race_lost")  # another replica pinned this session first: serve its choice
         served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
         return Plan(served, "degraded" if pinned.degraded else "hit", key, may_reroute=self.reroute)
+
+    def _continued(self, continues: tuple[str, str | None]) -> Plan | None:
+        """A Responses follow-up goes back to the model that produced what it continues (its
+        context may live only there); a model gone from the config routes afresh."""
+        model, route = continues
+        if model not in self.config.models:
+            return None
+        self.metrics.affinity("hit")
+        self.metrics.decision(route, model, "affinity")
+        return Plan(Decision(route, (model,), "affinity"), "hit", affinity_source="previous-response")
 
     async def route(self, request: ClientRequest) -> Decision:
         started = time.perf_counter()

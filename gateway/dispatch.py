@@ -66,7 +66,7 @@ class Dispatcher:
         last: UpstreamError | None = None
         for model in models:
             provider = self.config.models[model]
-            exchange = api.exchange(provider.interface)
+            exchange = api.exchange(provider)
             try:
                 response = await self._send(provider, exchange, request)
             except UpstreamError as exc:
@@ -114,7 +114,7 @@ class Dispatcher:
         self, provider: ModelProvider, exchange: Exchange, request: ClientRequest
     ) -> UpstreamResponse:
         url = provider.api_base + exchange.path
-        body = exchange.request_body(request.payload, request.raw, provider.model_id)
+        body = exchange.request_body(request, provider.model_id)
         headers = exchange.headers(provider)
         retries = self.config.upstream.max_retries
         attempt = 0

@@ -85,6 +85,34 @@ def _schemas(config: Config) -> dict[str, Schema]:
                 "tool_choice": {"type": "object", "additionalProperties": True},
             },
         },
+        "ResponsesRequest": {
+            "type": "object", "required": ["input"], "additionalProperties": True,
+            "properties": {
+                "model": common["model"],
+                "stream": common["stream"],
+                "input": {"anyOf": [{"type": "string"}, {
+                    "type": "array", "maxItems": config.limits.max_messages,
+                    "items": {"type": "object", "additionalProperties": True}}]},
+                "instructions": {"type": ["string", "null"]},
+                "previous_response_id": {"type": ["string", "null"]},
+                "store": {"type": ["boolean", "null"]},
+                "max_output_tokens": {"type": ["integer", "null"], "minimum": 1},
+                "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+                "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "tools": common["tools"],
+                "tool_choice": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+                "parallel_tool_calls": {"type": ["boolean", "null"]},
+                "text": {"type": ["object", "null"], "additionalProperties": True},
+                "reasoning": {"type": ["object", "null"], "additionalProperties": True},
+                "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                "prompt_cache_key": {"type": ["string", "null"]},
+            },
+        },
+        "Response": {
+            "type": "object", "required": ["id", "object", "output"], "additionalProperties": True,
+            "properties": {"id": {"type": "string"}, "object": {"type": "string"},
+                           "output": {"type": "array", "items": {"type": "object"}}},
+        },
         "Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {
@@ -196,6 +224,17 @@ def openapi_document(config: Config) -> dict[str, Any]:
             ("delete", "Drop a pin", _errors("Error", "503")),
         )
     }
+    response_param: Schema = {"name": "response_id", "in": "path", "required": True,
+                              "schema": {"type": "string"}}
+    stored_ops: Schema = {
+        method: {"summary": summary, "parameters": [response_param],
+                 "responses": {"200": _ok(summary, schema), **_errors("Error", "401", "404", "503")}}
+        for method, summary, schema in (
+            # `{response_id}/input_items` lists the stored input items (OpenAI's list shape).
+            ("get", "A stored response (append /input_items for its input items)", "Response"),
+            ("delete", "Delete a stored response", "Response"),
+        )
+    }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Affinity Gateway", "version": "0.1.0",
@@ -211,6 +250,10 @@ def openapi_document(config: Config) -> dict[str, Any]:
             "/v1/models": {"get": {"summary": "Configured models and aliases", "responses": {
                 "200": {"description": "The model list", "content": _json(_ref("ModelList"))}}}},
             "/v1/affinity/{affinity_id}": pin_ops,
+            "/v1/responses": _completion("OpenAI Responses", "ResponsesRequest", "Error"),
+            "/routing/v1/responses": _decision(
+                "Routing decision for a Responses request", "ResponsesRequest", "Error"),
+            "/v1/responses/{response_id}": stored_ops,
             "/healthz": _simple("Liveness", _ref("Status")),
             "/readyz": _simple("Readiness", _ref("Status")),
             "/": {"get": {"summary": "Reachability probe (HEAD too)", "responses": {

@@ -16,7 +16,7 @@ import orjson
 from gateway.affinity import validate_affinity_id
 from gateway.apis import ClientApi
 from gateway.auth import Authenticator
-from gateway.config import Config
+from gateway.config import Config, ModelProvider
 from gateway.context import RequestContext
 from gateway.decider import Decider, Plan
 from gateway.dispatch import Dispatcher, Served
@@ -48,6 +48,8 @@ def decision_headers(rid: str, plan: Plan | None, model: str | None) -> Headers:
             (b"x-gateway-model", (model or plan.decision.model).encode()),
             (b"x-gateway-route", (plan.decision.route or "").encode()),
         ]
+        if plan.affinity_source is not None:
+            headers.append((b"x-model-affinity-source", plan.affinity_source.encode()))
     return headers
 
 
@@ -72,6 +74,8 @@ class Pipeline:
     async def prepare(self, ctx: RequestContext, receive: Receive, tenant: str) -> Plan:
         body = await read_body(ctx.scope, receive, self.config.limits.max_body_bytes)
         ctx.request = ctx.api.parse(body, self.config.limits.max_messages)
+        if ctx.api.load is not None:  # what the request continues (a stored Responses conversation)
+            ctx.request = await ctx.api.load(ctx.request, tenant)
         raw_id = header(ctx.scope, b"x-model-affinity")
         affinity_id = None if raw_id is None else validate_affinity_id(raw_id)
         ctx.plan = await self.decider.plan(ctx.request, affinity_id, tenant)
@@ -144,9 +148,10 @@ class Pipeline:
         provider = served.provider
         self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
         translate = served.exchange.response_body
+        assert ctx.request is not None
         if translate is not None:
             try:
-                body = translate(body, provider.model_id)
+                body = translate(ctx.request, body, provider.model_id)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:  # orjson raises ValueError
                 self.metrics.upstream_error(provider.provider, "bad_response")
                 raise BadGateway(
@@ -155,6 +160,8 @@ class Pipeline:
                 ) from exc
         ctx.usage = usage_of(body)
         self._count_usage(ctx, provider.model)
+        if ctx.api.save is not None:
+            await self._save(ctx, provider, body)
         ctx.status = 200
         ctx.responding = True
         self._record(ctx)
@@ -165,7 +172,7 @@ class Pipeline:
         api = ctx.api
         assert ctx.request is not None
         try:
-            translator = served.exchange.stream(provider.model_id, ctx.request.include_usage)
+            translator = served.exchange.stream(ctx.request, provider.model_id)
             ctx.status = 200
             ctx.responding = True
             await send({
@@ -178,20 +185,29 @@ class Pipeline:
             served.response.close()
             raise
 
+        save = api.save
+
         async def pump() -> None:
             first = True
+            saved = False
             try:
                 async for chunk in served.response.chunks():
                     out = translator.feed(chunk)
+                    if save is not None and not saved and getattr(translator, "final", None) is not None:
+                        saved = True  # kept before the client sees the end, so a follow-up finds it
+                        await save(ctx.request, ctx.tenant or "", provider, translator.final)  # type: ignore[arg-type, attr-defined]
                     if out:
                         if first:
                             first = False
                             self.metrics.first_token(provider.model, time.perf_counter() - ctx.started)
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = translator.close()
+                if save is not None and not saved and getattr(translator, "final", None) is not None:
+                    await save(ctx.request, ctx.tenant or "", provider, translator.final)  # type: ignore[arg-type, attr-defined]
             except GatewayError as error:  # mid-stream: the status is gone, so say it in-band
                 self.metrics.upstream_error(provider.provider, getattr(error, "reason", "error"))
-                tail = api.stream_error(error)
+                fail = getattr(translator, "fail_with", None)  # a translator that numbers its events
+                tail = fail(error) if fail is not None else api.stream_error(error)
             self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - ctx.started)
             ctx.usage = translator.usage
             self._count_usage(ctx, provider.model)
@@ -217,6 +233,15 @@ class Pipeline:
             served.response.close()  # a client that left closes the upstream request too
         if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
             raise pumping.exception()  # type: ignore[misc]
+
+    async def _save(self, ctx: RequestContext, provider: ModelProvider, body: bytes) -> None:
+        assert ctx.api.save is not None and ctx.request is not None
+        try:
+            response = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return  # a native provider's odd answer: passed on, not kept
+        if isinstance(response, dict):
+            await ctx.api.save(ctx.request, ctx.tenant or "", provider, response)
 
     async def decision(self, scope: Scope, receive: Receive, send: Send, api: ClientApi) -> None:
         """The routing decision only (Plano's /routing endpoints): no provider is called."""

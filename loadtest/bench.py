@@ -55,6 +55,10 @@ PATH = "/v1/chat/completions"
 SESSIONS = 1000
 STREAM_CHUNKS = 16
 PACED = {"connections": 256, "chunks": 20, "interval_ms": 50}
+CHAT_CODER = "gateway, chat, vllm/bench-coder"
+RESPONSES = "gateway, /v1/responses translated, vllm/bench-coder"
+CODER_CHAT = {"model": "vllm/bench-coder", "messages": [{"role": "user", "content": "hello"}]}
+CODER_RESPONSES = {"model": "vllm/bench-coder", "input": "hello", "store": False}
 
 
 class Bench:
@@ -76,7 +80,7 @@ class Bench:
         requests/s but barely changes CPU per request)."""
         pid = self.pids.get(url)
         cpu = cpu_seconds(pid) if pid else 0.0
-        argv = [sys.executable, str(HERE / "loadgen.py"), "--url", url + PATH]
+        argv = [sys.executable, str(HERE / "loadgen.py"), "--url", url + options.pop("path", PATH)]
         for name, value in options.items():
             flag = "--" + name.replace("_", "-")
             if value is True:
@@ -147,6 +151,12 @@ class Bench:
             ("Starlette + aiohttp proxy", self.baseline("proxy", upstream), {}),
             ("gateway, affinity off", gateway, {}),
             (GATEWAY, gateway, {"affinity": SESSIONS}),
+            # The Responses API translated to Chat Completions, beside the same model's chat
+            # (store: false, so the figure is the translation's; storing adds a Redis write;
+            # no affinity id: the benchmark's pins name a model served natively).
+            (CHAT_CODER, gateway, {"body": orjson.dumps(CODER_CHAT).decode()}),
+            (RESPONSES, gateway, {"path": "/v1/responses",
+                                  "body": orjson.dumps(CODER_RESPONSES).decode()}),
         ]
         for label, path in compared():
             other, other_process = self.stack.gateway(
@@ -176,7 +186,7 @@ class Bench:
                 self.best(self.m.single, name, run(
                     url, connections=1, duration=self.duration / 2, warmup=0.3, **options),
                     "p50_ms", higher=False)
-            for name, url, options in (servers[0], servers[4]):  # direct, gateway pinned
+            for name, url, options in (servers[0], servers[4], servers[5], servers[6]):
                 self.best(self.m.streams, name, self.load(
                     url, connections=1, duration=self.duration / 2, stream=True,
                     chunks=STREAM_CHUNKS, **options), "ttft_p50_ms", higher=False)

@@ -3,14 +3,13 @@ exchange (path, headers, translators) that serves it from each kind of provider.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from gateway.config import ModelProvider
-from gateway.config.schema import ProviderInterface
 from gateway.errors import BadRequest, GatewayError
 from gateway.routing import Turn
 
@@ -29,6 +28,12 @@ class ClientRequest:
     stream: bool
     include_usage: bool
     turns: list[Turn]
+    # What an API's `load` step found for this request (a Responses follow-up: the stored
+    # conversation it continues); opaque to everything but that API's exchanges.
+    context: Any = None
+    # The model the request must go to because of what it continues (a Responses follow-up
+    # goes back to the model that produced the response it continues), and that model's route.
+    continues: tuple[str, str | None] | None = None
 
 
 class StreamTranslator(Protocol):
@@ -48,9 +53,20 @@ class Exchange:
 
     path: str  # appended to the provider's api_base
     headers: Callable[[ModelProvider], dict[str, str]]
-    request_body: Callable[[dict[str, Any], bytes, str], bytes]  # (payload, raw, model_id)
-    response_body: Callable[[bytes, str], bytes] | None  # None: pass the provider's bytes through
-    stream: Callable[[str, bool], StreamTranslator]  # (model, include_usage)
+    request_body: Callable[[ClientRequest, str], bytes]  # (request, model_id)
+    # (request, body, model); None: pass the provider's bytes through
+    response_body: Callable[[ClientRequest, bytes, str], bytes] | None
+    stream: Callable[[ClientRequest, str], StreamTranslator]  # (request, model)
+
+
+# (request, tenant) -> the request with what it continues (`context`, `continues`) filled in
+Load = Callable[[ClientRequest, str], Awaitable[ClientRequest]]
+# (request, tenant, provider that served, the whole response in the client's API)
+Save = Callable[[ClientRequest, str, ModelProvider, dict[str, Any]], Awaitable[None]]
+
+
+def by_interface(provider: ModelProvider) -> str:
+    return provider.interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +76,14 @@ class ClientApi:
     parse: Callable[[bytes, int], ClientRequest]  # (body, max_messages)
     error_body: Callable[[GatewayError], bytes]  # the error envelope of a whole response
     stream_error: Callable[[GatewayError], bytes]  # the final event of a stream that failed
-    exchanges: Mapping[ProviderInterface, Exchange]
+    exchanges: Mapping[str, Exchange]
+    # Which exchange serves a provider: by its interface, unless an API knows better.
+    kind: Callable[[ModelProvider], str] = by_interface
+    load: Load | None = None  # state the request continues, read before it is planned
+    save: Save | None = None  # state kept once a response is complete
 
-    def exchange(self, interface: ProviderInterface) -> Exchange:
-        return self.exchanges[interface]
+    def exchange(self, provider: ModelProvider) -> Exchange:
+        return self.exchanges[self.kind(provider)]
 
 
 def load_json(body: bytes) -> dict[str, Any]:

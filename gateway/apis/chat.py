@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from gateway.apis.base import (
@@ -57,16 +55,16 @@ def stream_error(error: GatewayError) -> bytes:
     return encode_event(error.body())
 
 
-def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
+def _passthrough_stream(request: ClientRequest, model: str) -> StreamTranslator:
     cut_short = BadGateway(CUT_SHORT, reason="reset", code="upstream_stream_incomplete")
     return UsageScanner(b"data: [DONE]", stream_error(cut_short))
 
 
-def _to_messages(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
-    return orjson.dumps(anthropic.chat_to_messages_request(payload, model_id))
+def _to_messages(request: ClientRequest, model_id: str) -> bytes:
+    return orjson.dumps(anthropic.chat_to_messages_request(request.payload, model_id))
 
 
-def _from_messages(body: bytes, model: str) -> bytes:
+def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:
     return orjson.dumps(anthropic.messages_to_chat_response(orjson.loads(body), model))
 
 
@@ -80,7 +78,7 @@ CHAT = ClientApi(
         "openai": Exchange(
             path="/chat/completions",
             headers=openai.request_headers,
-            request_body=openai.chat_request_body,
+            request_body=openai.request_body,
             response_body=None,
             stream=_passthrough_stream,
         ),
@@ -89,7 +87,7 @@ CHAT = ClientApi(
             headers=anthropic_wire.request_headers,
             request_body=_to_messages,
             response_body=_from_messages,
-            stream=MessagesToChatStream,
+            stream=lambda request, model: MessagesToChatStream(model, request.include_usage),
         ),
     },
 )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from gateway.apis.base import (
@@ -64,16 +62,16 @@ def stream_error(error: GatewayError) -> bytes:
     return encode_event(error_body(error), event="error")
 
 
-def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
+def _passthrough_stream(request: ClientRequest, model: str) -> StreamTranslator:
     cut_short = orjson.dumps(anthropic_wire.anthropic_error_body(502, CUT_SHORT))
     return UsageScanner(b"event: message_stop", encode_event(cut_short, event="error"))
 
 
-def _to_chat(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
-    return orjson.dumps(anthropic.messages_to_chat_request(payload, model_id))
+def _to_chat(request: ClientRequest, model_id: str) -> bytes:
+    return orjson.dumps(anthropic.messages_to_chat_request(request.payload, model_id))
 
 
-def _from_chat(body: bytes, model: str) -> bytes:
+def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
     return orjson.dumps(anthropic.chat_to_messages_response(orjson.loads(body), model))
 
 
@@ -88,7 +86,7 @@ MESSAGES = ClientApi(
             path="/messages",
             headers=anthropic_wire.request_headers,
             # The same rule as OpenAI's: swap in the model id, else forward the client's bytes.
-            request_body=openai.chat_request_body,
+            request_body=openai.request_body,
             response_body=None,
             stream=_passthrough_stream,
         ),
@@ -97,7 +95,7 @@ MESSAGES = ClientApi(
             headers=openai.request_headers,
             request_body=_to_chat,
             response_body=_from_chat,
-            stream=lambda model, include_usage: ChatToMessagesStream(model),
+            stream=lambda request, model: ChatToMessagesStream(model),
         ),
     },
 )

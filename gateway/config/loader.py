@@ -20,6 +20,7 @@ from gateway.config.schema import (
     LimitsConfig,
     LoggingConfig,
     ModelProvider,
+    ResponsesConfig,
     RouterConfig,
     RoutingConfig,
     RoutingPreference,
@@ -95,6 +96,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         routing=routing,
         upstream=upstream,
         limits=_limits(root),
+        responses=_responses(root, routing),
         auth=_auth(root),
         logging=_logging(root),
         server=_server(root, server),
@@ -148,15 +150,22 @@ def _providers(
         if base_url is None and provider in KNOWN_WITHOUT_DEFAULT:
             raise ConfigError(f"{path}.base_url", f"is required for provider {provider!r}")
         access_key = node.secret("access_key")
+        interface = interface_for(provider, declared)
+        responses = node.string(
+            "responses", "native" if provider == "openai" else "translate", choices=("native", "translate")
+        )
+        if responses == "native" and interface != "openai":
+            raise ConfigError(f"{path}.responses", "native Responses needs an OpenAI-kind provider")
         providers.append(
             ModelProvider(
                 model=model,
                 provider=provider,
                 model_id=model_id,
-                interface=interface_for(provider, declared),
+                interface=interface,
                 api_base=api_base(provider, base_url, f"{path}.base_url"),
                 access_key=access_key or None,
                 default=node.boolean("default", False),
+                responses=cast(Any, responses),
             )
         )
         for pref, pref_path in node.items("routing_preferences"):
@@ -373,6 +382,18 @@ def _limits(root: Node) -> LimitsConfig:
     )
     node.finish()
     return limits
+
+
+def _responses(root: Node, routing: RoutingConfig) -> ResponsesConfig:
+    node = root.child("responses") or Node({}, "responses", root.environ)
+    memory = routing.session_cache.type == "memory"
+    ceiling = MEMORY_STORE_MAX if memory else REDIS_STORE_MAX
+    config = ResponsesConfig(
+        ttl_seconds=node.integer("ttl_seconds", 86_400, 1, 30 * 86_400),
+        max_entries=node.integer("max_entries", 10_000, 1, ceiling),
+    )
+    node.finish()
+    return config
 
 
 def _auth(root: Node) -> AuthConfig:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ProviderInterface = Literal["openai", "anthropic"]
+ResponsesMode = Literal["native", "translate"]
 RouterType = Literal["builtin", "llm"]
 PinnedFailure = Literal["error", "reroute"]
 
@@ -22,6 +23,8 @@ class ModelProvider:
     api_base: str  # ends at the API version root, e.g. https://api.openai.com/v1
     access_key: str | None = field(default=None, repr=False)
     default: bool = False
+    # How /v1/responses reaches an OpenAI-kind provider: its own /responses, or Chat Completions.
+    responses: ResponsesMode = "translate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    """Stored Responses (`previous_response_id`): how long they live and how many are kept."""
+
+    ttl_seconds: int = 86_400
+    max_entries: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class AuthKey:
     key: str = field(repr=False)
     tenant: str
@@ -125,6 +136,7 @@ class Config:
     routing: RoutingConfig = RoutingConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     limits: LimitsConfig = LimitsConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
     server: ServerConfig = ServerConfig()

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.simulator import anthropic, openai
 from gateway.simulator.agent import BadRequest, JsonObject, reply
+from gateway.simulator.responses import ResponsesApi
 from gateway.simulator.wire import Api, StreamEvents
 
 Headers = list[tuple[bytes, bytes]]
@@ -74,6 +75,7 @@ class Simulator:
         self._apis: dict[str, Api] = {
             "/v1/chat/completions": openai.API,
             "/v1/messages": anthropic.API,
+            "/v1/responses": ResponsesApi().api(),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,0 +1,171 @@
+"""Stored Responses (`previous_response_id`), shared by every replica through Redis, or kept
+per process in memory.
+
+A record is one JSON document holding everything a follow-up needs: the response itself, its
+whole accumulated input (the chain's earlier turns included), the model and route that served
+it, and whether the provider holds it natively. So a follow-up costs one GET, on any replica.
+
+Keys are scoped by tenant (`{prefix}:resp:<blake2b(tenant, id)>`): another tenant's id is
+simply not found. Records expire after `responses.ttl_seconds`; at most
+`responses.max_entries` are kept, the one closest to expiry evicted first (a sorted set of
+keys scored by expiry, as the pins are capped). In a Cluster the record keys and their index
+share one hash tag, so the capping script touches one slot.
+
+Reads of a store that is down raise `StoreUnavailable` (a follow-up cannot be served without
+its context); writes that fail are logged and counted by the caller (the response was served).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.affinity import connection
+from gateway.config import Config
+from gateway.errors import StoreUnavailable
+
+# KEYS[1] record, KEYS[2] index; ARGV: value, ttl ms, now ms, cap
+_PUT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local now = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  local victims = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+  redis.call('DEL', unpack(victims))
+end
+return over
+"""
+# KEYS[1] record, KEYS[2] index
+_DELETE = """
+redis.call('ZREM', KEYS[2], KEYS[1])
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def record_key(tenant: str, response_id: str) -> str:
+    return hashlib.blake2b(f"{tenant}\0{response_id}".encode(), digest_size=16).hexdigest()
+
+
+class ResponseStore(Protocol):
+    name: str
+
+    async def get(self, tenant: str, response_id: str) -> dict[str, Any] | None: ...
+
+    async def put(self, tenant: str, response_id: str, record: dict[str, Any]) -> None: ...
+
+    async def delete(self, tenant: str, response_id: str) -> bool: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryResponseStore:
+    """Per process, bounded: the oldest record (closest to expiry: one TTL for all) goes first."""
+
+    name = "memory"
+
+    def __init__(self, ttl_seconds: int, max_entries: int) -> None:
+        self.ttl = float(ttl_seconds)
+        self.max_entries = max_entries
+        self._records: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    async def get(self, tenant: str, response_id: str) -> dict[str, Any] | None:
+        key = record_key(tenant, response_id)
+        entry = self._records.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._records[key]
+            return None
+        record: dict[str, Any] = orjson.loads(entry[1])
+        return record
+
+    async def put(self, tenant: str, response_id: str, record: dict[str, Any]) -> None:
+        key = record_key(tenant, response_id)
+        self._records.pop(key, None)
+        self._records[key] = (time.monotonic() + self.ttl, orjson.dumps(record))
+        while len(self._records) > self.max_entries:
+            self._records.popitem(last=False)
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        return self._records.pop(record_key(tenant, response_id), None) is not None
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._records.clear()
+
+
+class RedisResponseStore:
+    """Records in Redis, through redis-py with the session cache's URL and options."""
+
+    name = "redis"
+
+    def __init__(self, config: Config, client: Redis | None = None) -> None:
+        cache = config.routing.session_cache
+        self.cache = cache
+        self.ttl_ms = config.responses.ttl_seconds * 1000
+        self.max_entries = config.responses.max_entries
+        tag = "{" + cache.key_prefix + ":resp}"  # one Cluster slot for the records and their index
+        self.prefix = tag + ":r:"
+        self.index = tag + ":idx"
+        self._client = client
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("RedisResponseStore used before open()")
+        return self._client
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = connection._redis_py(self.cache)[0]
+        self._put = self._client.register_script(_PUT)
+        self._delete = self._client.register_script(_DELETE)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def get(self, tenant: str, response_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.client.get(self.prefix + record_key(tenant, response_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(
+                "the response store is unreachable, so previous_response_id cannot be resolved; "
+                "retry shortly", code="response_store_unavailable") from exc
+        if raw is None:
+            return None
+        record: dict[str, Any] = orjson.loads(raw)
+        return record
+
+    async def put(self, tenant: str, response_id: str, record: dict[str, Any]) -> None:
+        key = self.prefix + record_key(tenant, response_id)
+        now_ms = int(time.time() * 1000)
+        args: list[bytes | int] = [orjson.dumps(record), self.ttl_ms, now_ms, self.max_entries]
+        await self._put(keys=[key, self.index], args=args)
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        key = self.prefix + record_key(tenant, response_id)
+        try:
+            return bool(await self._delete(keys=[key, self.index]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable("the response store is unreachable; retry shortly",
+                                   code="response_store_unavailable") from exc
+
+
+def build_response_store(config: Config) -> ResponseStore:
+    if config.routing.session_cache.type == "redis":
+        return RedisResponseStore(config)
+    return MemoryResponseStore(config.responses.ttl_seconds, config.responses.max_entries)

@@ -1,0 +1,69 @@
+"""Translation between the OpenAI Responses API and Anthropic Messages: the request sent
+to an Anthropic model on its own Messages API, and its message as a Responses `response`.
+
+The request is built through the Chat Completions shape in memory (`responses.to_chat_request`
+then `anthropic.chat_to_messages_request`): that path already maps images, tool calls and
+results, alternation and system prompts as Anthropic wants them; the wire to Anthropic is its
+Messages API either way. Responses features with no Messages equivalent (`text.format`, reasoning
+effort) are dropped there, as the chat translation drops them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.providers import anthropic
+from gateway.providers.anthropic_wire import tool_call_of
+from gateway.providers.responses import (
+    function_call_item,
+    message_item,
+    new_id,
+    response_object,
+    responses_usage,
+    status_of_finish,
+    to_chat_request,
+)
+from gateway.providers.responses_stream import _STOP_REASONS
+
+
+def to_messages_request(
+    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str
+) -> dict[str, Any]:
+    chat = to_chat_request(payload, items, model_id)
+    chat.pop("stream_options", None)
+    chat.pop("response_format", None)
+    chat.pop("reasoning_effort", None)
+    chat.pop("parallel_tool_calls", None)
+    messages = anthropic.chat_to_messages_request(chat, model_id)
+    if payload.get("parallel_tool_calls") is False and isinstance(messages.get("tool_choice"), dict):
+        messages["tool_choice"]["disable_parallel_tool_use"] = True
+    return messages
+
+
+def from_message(
+    request: dict[str, Any], message: dict[str, Any], model: str, response_id: str
+) -> dict[str, Any]:
+    output: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            arguments = tool_call_of(block)["function"]["arguments"]
+            call_id = block.get("id") or new_id("call")
+            output.append(function_call_item(call_id, block.get("name", ""), arguments))
+    if texts:
+        output.insert(0, message_item("".join(texts)))
+    usage = message.get("usage") or {}
+    cached = _count(usage.get("cache_read_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens")) + cached
+    status, incomplete = status_of_finish(_STOP_REASONS.get(message.get("stop_reason") or "", "stop"))
+    return response_object(
+        request, response_id, model, output, status,
+        usage=responses_usage(prompt, _count(usage.get("output_tokens")), cached), incomplete=incomplete,
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
