@@ -15,8 +15,15 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.sse import SSEDecoder
+from tests.integration.test_responses_e2e import (
+    ANTHROPIC,
+    MODELS,
+    NATIVE,
+    TRANSLATED,
+    WEATHER,
+    responses_config,
+)
 from tests.support import ThreadServer, gateway
-from tests.test_responses_e2e import ANTHROPIC, MODELS, NATIVE, TRANSLATED, WEATHER, responses_config
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 

@@ -20,7 +20,7 @@ from gateway.errors import BadRequest
 from gateway.providers.responses import to_chat_request
 from gateway.providers.responses_anthropic import to_messages_request
 from gateway.providers.responses_stream import ChatToResponsesStream, MessagesToResponsesStream
-from tests.test_fuzz import (
+from tests.unit.test_fuzz import (
     FUZZ,
     anthropic_events,
     anthropic_stream,
