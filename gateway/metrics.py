@@ -123,6 +123,14 @@ class Metrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures", ["provider", "reason"], registry=r
         )
+        self.affinity_sources = Counter(
+            "gateway_affinity_sources", "Where requests' session keys came from (none: no session)",
+            ["source"], registry=r,
+        )
+        self.translation_drops = Counter(
+            "gateway_translation_drops", "Request parts a cross-API translation could not map",
+            ["api", "what"], registry=r,
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress", registry=r,
             multiprocess_mode="livesum",
@@ -169,6 +177,12 @@ class Metrics:
 
     def decision(self, route: str | None, model: str, source: str) -> None:
         self._tally(self.routing_decisions, route or "", model, source).add(1)
+
+    def session_source(self, source: str) -> None:
+        self._tally(self.affinity_sources, source).add(1)
+
+    def translation_drop(self, api: str, what: str) -> None:
+        self._tally(self.translation_drops, api, what).add(1)
 
     def router_time(self, router: str, seconds: float) -> None:
         self._tally(self.router_duration, router).add(seconds)

@@ -48,7 +48,8 @@ class Exchange:
 
     path: str  # appended to the provider's api_base
     headers: Callable[[ModelProvider], dict[str, str]]
-    request_body: Callable[[dict[str, Any], bytes, str], bytes]  # (payload, raw, model_id)
+    # (payload, raw, model_id, drops): a translation names in `drops` what it had to leave out
+    request_body: Callable[[dict[str, Any], bytes, str, list[str]], bytes]
     response_body: Callable[[bytes, str], bytes] | None  # None: pass the provider's bytes through
     stream: Callable[[str, bool], StreamTranslator]  # (model, include_usage)
 
@@ -61,6 +62,9 @@ class ClientApi:
     error_body: Callable[[GatewayError], bytes]  # the error envelope of a whole response
     stream_error: Callable[[GatewayError], bytes]  # the final event of a stream that failed
     exchanges: Mapping[ProviderInterface, Exchange]
+    # Token counting: planned without pinning, served by the planned model alone, and
+    # estimated by this when that model's provider kind has no exchange.
+    estimate: Callable[[ClientRequest], int] | None = None
 
     def exchange(self, interface: ProviderInterface) -> Exchange:
         return self.exchanges[interface]
@@ -108,6 +112,13 @@ def messages_of(payload: dict[str, Any], max_messages: int) -> list[Any]:
     return messages
 
 
-def role_in(message: Any, roles: frozenset[str]) -> bool:
+def role_of(message: Any, index: int) -> str:
+    """A message's role. Any role string passes (newer clients send roles this gateway does
+    not know, and the provider decides); a message that is not an object with one is a 400."""
     role = message.get("role") if isinstance(message, dict) else None
-    return isinstance(role, str) and role in roles
+    if not isinstance(role, str):
+        raise BadRequest(
+            f"messages[{index}] must be an object with a string role",
+            param=f"messages[{index}].role", code="invalid_value",
+        )
+    return role

@@ -14,18 +14,20 @@ from gateway.apis.base import (
     load_json,
     messages_of,
     requested_model,
-    role_in,
+    role_of,
     stream_flag,
 )
 from gateway.content import text_of
-from gateway.errors import BadGateway, BadRequest, GatewayError
+from gateway.errors import BadGateway, GatewayError
 from gateway.providers import anthropic, anthropic_wire, openai
 from gateway.providers.anthropic_stream import MessagesToChatStream
 from gateway.routing import Turn
 from gateway.sse import encode_event
 from gateway.usage import UsageScanner
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Roles routers read; others pass through to the provider untouched.
+TURN_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+              "tool": "tool", "function": "tool"}
 CUT_SHORT = "the upstream ended the stream before it was complete"
 
 
@@ -35,14 +37,9 @@ def parse(raw: bytes, max_messages: int) -> ClientRequest:
     requested, stream = requested_model(payload), stream_flag(payload)
     turns = []
     for index, message in enumerate(messages):
-        if not role_in(message, ROLES):
-            raise BadRequest(
-                f"messages[{index}] must be an object with a role of "
-                "system, developer, user, assistant or tool",
-                param=f"messages[{index}].role", code="invalid_value",
-            )
-        role = "tool" if message["role"] == "function" else message["role"]
-        turns.append(Turn(role, text_of(message.get("content"))))
+        role = TURN_ROLES.get(role_of(message, index))
+        if role is not None:
+            turns.append(Turn(role, text_of(message.get("content"))))
     options = payload.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ClientRequest(raw, payload, requested, stream, include_usage, turns)
@@ -62,8 +59,8 @@ def _passthrough_stream(model: str, include_usage: bool) -> StreamTranslator:
     return UsageScanner(b"data: [DONE]", stream_error(cut_short))
 
 
-def _to_messages(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
-    return orjson.dumps(anthropic.chat_to_messages_request(payload, model_id))
+def _to_messages(payload: dict[str, Any], raw: bytes, model_id: str, drops: list[str]) -> bytes:
+    return orjson.dumps(anthropic.chat_to_messages_request(payload, model_id, drops=drops))
 
 
 def _from_messages(body: bytes, model: str) -> bytes:

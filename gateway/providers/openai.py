@@ -16,7 +16,7 @@ def request_headers(provider: ModelProvider) -> dict[str, str]:
     return headers
 
 
-def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str, drops: list[str]) -> bytes:
     """The client's own bytes when the model already matches; re-encoded only when it must change."""
     if payload.get("model") == model_id:
         return raw
