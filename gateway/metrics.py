@@ -199,11 +199,14 @@ class Metrics:
     def first_token(self, model: str, seconds: float) -> None:
         self._tally(self.ttft, model).add(seconds)
 
-    def usage(self, model: str, prompt: int, completion: int) -> None:
+    def usage(self, model: str, prompt: int, completion: int, cached_prompt: int = 0) -> None:
+        """`cached_prompt`: the part of `prompt` the provider read from its prompt cache."""
         if prompt > 0:  # counters only grow: prometheus_client refuses a negative increment
             self._tally(self.tokens, model, "prompt").add(prompt)
         if completion > 0:
             self._tally(self.tokens, model, "completion").add(completion)
+        if cached_prompt > 0:
+            self._tally(self.tokens, model, "cached_prompt").add(cached_prompt)
 
     def upstream_error(self, provider: str, reason: str) -> None:
         self._tally(self.upstream_errors, provider, reason).add(1)

@@ -145,7 +145,9 @@ class Pipeline:
 
     def _count_usage(self, ctx: RequestContext, model: str) -> None:
         if ctx.usage is not None:
-            self.metrics.usage(model, ctx.usage["prompt_tokens"], ctx.usage["completion_tokens"])
+            usage = ctx.usage
+            self.metrics.usage(model, usage["prompt_tokens"], usage["completion_tokens"],
+                               usage.get("cached_prompt_tokens", 0))
 
     async def _whole(self, ctx: RequestContext, served: Served, send: Send) -> None:
         started = time.perf_counter()
