@@ -56,7 +56,8 @@ def test_each_default_source_names_itself_and_is_hashed() -> None:
 
 def test_metadata_json_without_session_id_keys_on_the_whole_value() -> None:
     raw = orjson.dumps({"device_id": "d"}).decode()
-    assert find({}, {"metadata": {"user_id": raw}}) == Session(harness_key(raw), "metadata", "model:claude-sonnet-4")
+    lane = "model:claude-sonnet-4"
+    assert find({}, {"metadata": {"user_id": raw}}) == Session(harness_key(raw), "metadata", lane)
     broken = '{"session_id": 1'
     assert find({}, {"metadata": {"user_id": broken}}) == Session(
         harness_key(broken), "metadata", "model:claude-sonnet-4")
