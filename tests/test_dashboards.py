@@ -186,8 +186,8 @@ def test_dashboard_answers_the_operator_questions(dashboard: dict[str, Any]) -> 
         "tokens by model": "sum by (model, kind) (rate(gateway_tokens_total",
         "in-flight": "gateway_inflight_requests",
         "pins": "gateway_affinity_pins",
-        "prompt-cache hit ratio by model": 'sum by (model) (rate(gateway_tokens_total{namespace=~"$namespace", '
-        'kind="cached_prompt"}',
+        "prompt-cache hit ratio by model": 'sum by (model) (rate(gateway_tokens_total{'
+        'namespace=~"$namespace", kind="cached_prompt"}',
         "session sources": "sum by (source) (rate(gateway_affinity_sources_total",
     }
     assert {question for question, fragment in wanted.items() if fragment not in exprs} == set()

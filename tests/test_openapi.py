@@ -116,7 +116,8 @@ def test_real_messages_bodies_are_valid(body: dict[str, Any]) -> None:
     document = openapi_document(config())
     validator(document, "MessagesRequest").validate(body)
     # Newer Claude Code sends system turns inside `messages`: passed through, so valid.
-    validator(document, "MessagesRequest").validate({**body, "messages": [{"role": "system", "content": "x"}]})
+    system_turn = {**body, "messages": [{"role": "system", "content": "x"}]}
+    validator(document, "MessagesRequest").validate(system_turn)
     assert not validator(document, "MessagesRequest").is_valid({**body, "messages": [{"role": 7}]})
 
 
