@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo serve simulate loadtest bench clean
+.PHONY: install test lint demo serve simulate loadtest bench bench-sessions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ loadtest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench.py
+
+bench-sessions: $(STAMP)
+	$(BIN)/python loadtest/bench_sessions.py
 
 clean:
 	rm -rf $(VENV) loadtest/results .pytest_cache .mypy_cache .ruff_cache

@@ -101,8 +101,12 @@ class Sessions:
         for source in self.sources:
             wanted.update(name.encode() for name in source.headers)
         self.wanted = frozenset(wanted)
-        self._source_headers = tuple(
-            tuple(name.encode() for name in source.headers) for source in self.sources
+        # The walk, worked out once: (source name, its header names, its body field); a
+        # previous-response entry with nothing connected to it is left out.
+        self._walk = tuple(
+            (source.name, tuple(name.encode() for name in source.headers), source.body)
+            for source in self.sources
+            if source.body != "previous_response_id" or previous_response is not None
         )
 
     def scan(self, scope: Scope) -> Seen:
@@ -126,35 +130,36 @@ class Sessions:
         if explicit is not None:
             return Session(validate_affinity_id(explicit), "header", lane)
         payload = request.payload
-        for source, headers in zip(self.sources, self._source_headers, strict=True):
+        for name, headers, body in self._walk:
             value: str | None = None
-            for name in headers:
-                value = usable(values.get(name))
-                if value is not None:
-                    break
-            if source.body == "prompt_cache_key":
-                value = usable(payload.get("prompt_cache_key"))
-            elif source.body == "metadata.user_id":
-                metadata = payload.get("metadata")
-                value = metadata_session(metadata.get("user_id")) if isinstance(metadata, dict) else None
-            elif source.body == "previous_response_id":
-                continued = usable(payload.get("previous_response_id"))
-                if continued is not None and self.previous_response is not None:
-                    key = await self.previous_response(continued, tenant)
+            if values:
+                for header_name in headers:
+                    found = values.get(header_name)
+                    if found is not None and (value := usable(found)) is not None:
+                        break
+            if value is None and body is not None:
+                if body == "prompt_cache_key":
+                    value = usable(payload.get("prompt_cache_key"))
+                elif body == "metadata.user_id":
+                    metadata = payload.get("metadata")
+                    value = metadata_session(metadata.get("user_id")) if isinstance(metadata, dict) else None
+                elif body == "previous_response_id" and self.previous_response is not None:
+                    continued = usable(payload.get("previous_response_id"))
+                    key = None if continued is None else await self.previous_response(continued, tenant)
                     if key is not None:
-                        return Session(key, source.name, lane)
-                continue
+                        return Session(key, name, lane)
             if value is not None:
-                return Session(harness_key(value), source.name, lane)
+                return Session(harness_key(value), name, lane)
         if self.implicit:
             return Session(harness_key(fingerprint(tenant, request)), "fingerprint", lane)
         return None
 
     def lane(self, values: dict[bytes, str], request: ClientRequest) -> str:
-        for name in self.lane_headers:
-            agent = usable(values.get(name), LANE_VALUE_MAX)
-            if agent is not None:
-                return "agent:" + agent
+        if values:
+            for name in self.lane_headers:
+                agent = usable(values.get(name), LANE_VALUE_MAX)
+                if agent is not None:
+                    return "agent:" + agent
         return "model:" + (request.requested_model or "")
 
 
