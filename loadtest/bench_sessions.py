@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gateway.affinity import validate_affinity_id  # noqa: E402
-from gateway.apis import CHAT, MESSAGES  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
-from gateway.http import header  # noqa: E402
-from gateway.sessions import Sessions  # noqa: E402
+from gateway.affinity import validate_affinity_id
+from gateway.apis import CHAT, MESSAGES
+from gateway.config import parse_config
+from gateway.http import header
+from gateway.sessions import Sessions
 
 ROUNDS = 5
 CALLS = 20_000
@@ -69,7 +69,8 @@ def main() -> int:
     implicit = parse_config({"model_providers": [{"model": "openai/gpt-4o", "access_key": "k"}],
                              "routing": {"implicit_affinity": True}}, environ={})
     sessions, fingerprints = Sessions(config), Sessions(implicit)
-    claude_code = [*SDK_HEADERS, (b"x-claude-code-session-id", SESSION), (b"anthropic-version", b"2023-06-01"),
+    claude_code = [*SDK_HEADERS, (b"x-claude-code-session-id", SESSION),
+                   (b"anthropic-version", b"2023-06-01"),
                    (b"anthropic-beta", b"claude-code-20250219,interleaved-thinking-2025-05-14")]
     metadata_body = {**MESSAGES_BODY, "metadata": {"user_id": json.dumps({"session_id": SESSION.decode()})}}
     cases: list[tuple[str, Sessions, list[tuple[bytes, bytes]], Any, dict[str, Any]]] = [
@@ -93,7 +94,9 @@ def main() -> int:
         scope = {"headers": headers}
         request = api.parse(orjson.dumps(body), 10_000)
 
-        def work(resolver: Sessions = resolver, scope: dict[str, Any] = scope, request: Any = request) -> None:
+        def work(
+            resolver: Sessions = resolver, scope: dict[str, Any] = scope, request: Any = request
+        ) -> None:
             drive(resolver.find(resolver.scan(scope), request, "tenant"))
 
         cost = per_call_us(work)
