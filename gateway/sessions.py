@@ -41,6 +41,9 @@ FORWARDED_HEADERS = {
 HARNESS_VALUE_MAX = 1024  # longer is not a session id: skipped
 LANE_VALUE_MAX = 256
 FINGERPRINT_TEXT_MAX = 4096  # enough of a long system prompt or first message to tell sessions apart
+# Claude Code's first system block (`x-anthropic-billing-header: cc_version=2.1.197.<hash>; ...`)
+# changes between prompts of one session: a fingerprint leaves it out.
+VOLATILE_SYSTEM_LINE = "x-anthropic-billing-header:"
 
 # Given a `previous_response_id` and the tenant, the session key of the response it
 # continues (None: unknown, try the next source). The Responses API connects this.
@@ -167,6 +170,9 @@ def fingerprint(tenant: str, request: ClientRequest) -> str:
     """What stays the same for every turn of one conversation: the tenant, the system prompt,
     the tool names and the first user message."""
     system = "\n".join(turn.text for turn in request.turns if turn.role == "system")
+    if VOLATILE_SYSTEM_LINE in system:
+        lines = system.splitlines()
+        system = "\n".join(line for line in lines if not line.startswith(VOLATILE_SYSTEM_LINE))
     first_user = next((turn.text for turn in request.turns if turn.role == "user"), "")
     return "\0".join((
         "fingerprint", tenant, system[:FINGERPRINT_TEXT_MAX], ",".join(tool_names(request.payload)),

@@ -119,6 +119,12 @@ def test_fingerprint_is_opt_in_and_keys_on_the_conversation_start() -> None:
     other_tenant = find({}, body, sessions=implicit, tenant="u")
     other_tools = find({}, {**body, "tools": [{"name": "write", "input_schema": {}}]}, sessions=implicit)
     assert first.affinity_id not in {other_tenant.affinity_id, other_tools.affinity_id}  # type: ignore[union-attr]
+    # Claude Code's billing block changes between prompts of one session: not part of it
+    billing = "x-anthropic-billing-header: cc_version=2.1.197.{}; cc_entrypoint=cli;"
+    billed = [{"type": "text", "text": billing.format("a1f")}, {"type": "text", "text": "you are a coder"}]
+    rebilled = [{"type": "text", "text": billing.format("9c2")}, {"type": "text", "text": "you are a coder"}]
+    assert find({}, {**body, "system": billed}, sessions=implicit) == find(
+        {}, {**body, "system": rebilled}, sessions=implicit) == first
     chat = find({}, {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
                      "tools": [{"type": "function", "function": {"name": "f"}}]}, api=CHAT, sessions=implicit)
     assert chat is not None and chat.source == "fingerprint"
