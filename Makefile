@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo serve simulate loadtest bench interop clean
+.PHONY: install test lint demo serve simulate loadtest bench bench-sessions interop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,8 @@ $(INTEROP)/.installed:
 interop: $(STAMP) $(INTEROP)/.installed
 	@command -v redis-server >/dev/null || { echo "redis-server is missing: install it with 'apt-get install redis-server'"; exit 1; }
 	$(BIN)/python -m interop --cli-dir $(INTEROP)/node_modules/.bin
+bench-sessions: $(STAMP)
+	$(BIN)/python loadtest/bench_sessions.py
 
 clean:
 	rm -rf $(VENV) loadtest/results .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from gateway.dispatch import Dispatcher
 from gateway.endpoints import (
     AffinityAdmin,
     Completions,
+    CountTokens,
     Document,
     Health,
     MetricsEndpoint,
@@ -36,6 +37,7 @@ from gateway.pipeline import Pipeline
 from gateway.routes import Methods, Prefixed, Routes
 from gateway.routing import BuiltinRouter, Router
 from gateway.routing.llm import LLMRouter
+from gateway.sessions import Sessions
 from gateway.stored_responses import StoredResponses
 from gateway.upstream import UpstreamClient
 
@@ -73,7 +75,8 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     auth = Authenticator(config.auth, config.routing.session_cache.tenant_header)
     decider = Decider(config, store, router, metrics)
     dispatcher = Dispatcher(config, upstream, decider, store, metrics)
-    pipeline = Pipeline(config, auth, decider, dispatcher, metrics)
+    sessions = Sessions(config)
+    pipeline = Pipeline(config, auth, decider, dispatcher, metrics, sessions)
     state = {"live": True, "ready": False}
 
     @contextlib.asynccontextmanager
@@ -101,6 +104,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     exact: dict[str, Methods] = {
         "/v1/chat/completions": {"POST": Completions(pipeline, CHAT)},
         "/v1/messages": {"POST": Completions(pipeline, MESSAGES)},
+        "/v1/messages/count_tokens": {"POST": CountTokens(pipeline)},
         "/routing/v1/chat/completions": {"POST": RoutingDecision(pipeline, CHAT)},
         "/routing/v1/messages": {"POST": RoutingDecision(pipeline, MESSAGES)},
         "/v1/responses": {"POST": Completions(pipeline, responses)},
@@ -112,7 +116,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/openapi.json": {"GET": Document(orjson.dumps(openapi_document(config)))},
         "/": {"HEAD": Reachable(), "GET": Reachable()},
     }
-    admin = AffinityAdmin(store, auth)
+    admin = AffinityAdmin(store, auth, decider.lanes, config)
     stored = StoredResponses(response_store, auth, metrics)
     prefixed = (
         Prefixed("/v1/affinity/", "affinity_id", {"GET": admin, "DELETE": admin}),

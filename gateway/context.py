@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gateway.apis import ClientApi, ClientRequest
 from gateway.decider import Plan
 from gateway.dispatch import Served
+from gateway.sessions import Seen
 from gateway.types import Scope
 
 
@@ -22,11 +23,16 @@ class RequestContext:
     tenant: str | None = None  # set once admitted (and holding a concurrency slot)
     request: ClientRequest | None = None
     plan: Plan | None = None
+    seen: Seen | None = None  # the headers sessions and upstreams care about
     served: Served | None = None
     usage: dict[str, int] | None = None
     status: int = 500
     responding: bool = False  # once the response has begun, an error cannot become a status
     recorded: bool = False  # metrics and the access line are written once, before the last byte
+
+    @property
+    def forward(self) -> tuple[tuple[str, str, str], ...]:
+        return self.seen.forward if self.seen is not None else ()
 
     @property
     def model(self) -> str | None:

@@ -5,15 +5,17 @@ which models to try in order and whether the pin may move; `dispatch` runs it.""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gateway.affinity import AffinityStore, Pin, pin_key
+from gateway.affinity.lanes import LaneIndex
 from gateway.apis import ClientRequest
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
 from gateway.routing import Decision, Router, candidates
+from gateway.sessions import Session
 
 AffinityStatus = Literal["new", "hit", "none", "degraded"]
 
@@ -29,7 +31,17 @@ class Plan:
     # `on_pinned_failure: reroute`: a failing pinned model is replaced by a fresh route's.
     may_reroute: bool = False
     rerouted_from: str | None = None  # the planned model that did not serve, when the pin moved
-    affinity_source: str | None = None  # said in x-model-affinity-source, when not the header
+    session: Session | None = None  # where the session key came from, and the lane
+
+    @property
+    def source(self) -> str:
+        return self.session.source if self.session is not None else "none"
+
+    def first_only(self) -> Plan:
+        """The planned model alone: no fallback, and nothing to move."""
+        d = self.decision
+        return replace(self, decision=Decision(d.route, d.models[:1], d.source), may_follow=False,
+                       may_reroute=False)
 
 
 class Decider:
@@ -41,35 +53,51 @@ class Decider:
         self.router = router
         self.metrics = metrics
         self.reroute = config.routing.on_pinned_failure == "reroute"
+        self.unknown_to_default = config.routing.unknown_model == "default"
+        self.lanes = LaneIndex()
+        # A follow-up no other source placed goes back to the model of what it continues.
+        self.follow_previous = any(
+            source.body == "previous_response_id" for source in config.routing.session_sources)
 
-    async def plan(self, request: ClientRequest, affinity_id: str | None, tenant: str) -> Plan:
-        """The pin if there is one; else a fresh route, pinned first-writer-wins."""
+    async def plan(
+        self, request: ClientRequest, session: Session | None, tenant: str, *, pin: bool = True
+    ) -> Plan:
+        """The pin if there is one; else a fresh route, pinned first-writer-wins (`pin=False`:
+        only looked up, as for counting tokens)."""
         requested = request.requested_model
-        if requested is not None and self.config.resolve(requested) is None:
+        if requested is not None and not self.unknown_to_default and self.config.resolve(requested) is None:
             raise NotFound(
                 f"model {requested!r} is not configured", param="model", code="model_not_found"
             )
-        if affinity_id is None and request.continues is not None:
+        if request.continues is not None and self.follow_previous and (
+            session is None or session.source == "fingerprint"
+        ):
             continued = self._continued(request.continues)
             if continued is not None:
+                self.metrics.session_source(continued.source)
                 return continued
-        if affinity_id is None:
+        self.metrics.session_source(session.source if session is not None else "none")
+        if session is None:
             return Plan(await self.route(request), "none")
-        key = pin_key(tenant, affinity_id)
+        key = pin_key(tenant, session.affinity_id, session.lane)
+        self.lanes.saw(tenant, session.affinity_id, session.lane)
         started = time.perf_counter()
         lookup = await self.store.get(key)
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
         if lookup.degraded:
             self.metrics.affinity("degraded")
-        pin = lookup.pin
-        if pin is not None and pin.model in self.config.models:
+        found = lookup.pin
+        if found is not None and self.config.resolve(found.model) is not None:
             self.metrics.affinity("hit")
-            self.metrics.decision(pin.route, pin.model, "affinity")
-            decision = Decision(pin.route, (pin.model,), "affinity")
-            return Plan(decision, "degraded" if lookup.degraded else "hit", key, may_reroute=self.reroute)
-        if pin is not None:  # pinned to a model that has left the config: route afresh
+            self.metrics.decision(found.route, found.model, "affinity")
+            decision = Decision(found.route, (found.model,), "affinity")
+            status: AffinityStatus = "degraded" if lookup.degraded else "hit"
+            return Plan(decision, status, key, may_reroute=self.reroute, session=session)
+        if found is not None:  # pinned to a model that has left the config: route afresh
             await self.store.delete(key)
         decision = await self.route(request)
+        if not pin:
+            return Plan(decision, "none", session=session)
         started = time.perf_counter()
         pinned = await self.store.pin(key, Pin(decision.model, decision.route))
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
@@ -79,11 +107,12 @@ class Decider:
             self.metrics.affinity("degraded")
         if pinned.created:
             self.metrics.affinity("new")
-            status: AffinityStatus = "degraded" if pinned.degraded else "new"
-            return Plan(decision, status, key, may_follow=True, may_reroute=self.reroute)
+            status = "degraded" if pinned.degraded else "new"
+            return Plan(decision, status, key, may_follow=True, may_reroute=self.reroute, session=session)
         self.metrics.affinity("race_lost")  # another replica pinned this session first: serve its choice
         served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
-        return Plan(served, "degraded" if pinned.degraded else "hit", key, may_reroute=self.reroute)
+        status = "degraded" if pinned.degraded else "hit"
+        return Plan(served, status, key, may_reroute=self.reroute, session=session)
 
     def _continued(self, continues: tuple[str, str | None]) -> Plan | None:
         """A Responses follow-up goes back to the model that produced what it continues (its
@@ -93,7 +122,8 @@ class Decider:
             return None
         self.metrics.affinity("hit")
         self.metrics.decision(route, model, "affinity")
-        return Plan(Decision(route, (model,), "affinity"), "hit", affinity_source="previous-response")
+        session = Session("", "previous-response", "")  # no key: the stored response names the model
+        return Plan(Decision(route, (model,), "affinity"), "hit", session=session)
 
     async def route(self, request: ClientRequest) -> Decision:
         started = time.perf_counter()

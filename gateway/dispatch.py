@@ -14,12 +14,13 @@ import orjson
 from gateway.affinity import AffinityStore, Pin, Pinned
 from gateway.apis import ClientApi, ClientRequest, Exchange
 from gateway.config import Config, ModelProvider
-from gateway.decider import Decider, Plan
+from gateway.decider import AffinityStatus, Decider, Plan
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
 from gateway.routing import Decision
 from gateway.upstream import UpstreamClient, UpstreamResponse
 
+Forward = tuple[tuple[str, str, str], ...]  # (provider family, header name, value)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 10.0
 # Statuses the client is told as they are: the request itself was refused upstream.
@@ -45,30 +46,34 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
 
-    async def run(self, request: ClientRequest, plan: Plan, api: ClientApi) -> tuple[Served, Plan]:
-        """Serve `plan`; returns what served and the plan as it stands after (a moved pin)."""
+    async def run(
+        self, request: ClientRequest, plan: Plan, api: ClientApi, forward: Forward = ()
+    ) -> tuple[Served, Plan]:
+        """Serve `plan`; returns what served and the plan as it stands after (a moved pin).
+        `forward`: client headers for providers of their family (`anthropic-beta`, ...)."""
         try:
-            served = await self._first_to_serve(request, plan.decision.models, api)
+            served = await self._first_to_serve(request, plan.decision.models, api, forward)
         except UpstreamError as failure:
             if failure.request_at_fault or not plan.may_reroute:  # a moved pin would not help
                 raise
             moved = await self._reroute(request, plan)
             if moved is None:
                 raise
-            return await self._first_to_serve(request, moved.decision.models, api), moved
+            return await self._first_to_serve(request, moved.decision.models, api, forward), moved
         if plan.may_follow and served.provider.model != plan.decision.model:
             plan = await self._follow(plan, served.provider.model)
         return served, plan
 
     async def _first_to_serve(
-        self, request: ClientRequest, models: tuple[str, ...], api: ClientApi
+        self, request: ClientRequest, models: tuple[str, ...], api: ClientApi, forward: Forward
     ) -> Served:
         last: UpstreamError | None = None
         for model in models:
-            provider = self.config.models[model]
+            provider = self.config.resolve(model)
+            assert provider is not None  # plans name configured models (or a wildcard's)
             exchange = api.exchange(provider)
             try:
-                response = await self._send(provider, exchange, request)
+                response = await self._send(provider, exchange, request, api, forward)
             except UpstreamError as exc:
                 last = exc
                 if exc.request_at_fault:
@@ -102,7 +107,8 @@ class Dispatcher:
         if pinned.pin.model == failed:
             return None
         decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
-        return Plan(decision, "degraded" if pinned.degraded else "new", plan.key, rerouted_from=failed)
+        status: AffinityStatus = "degraded" if pinned.degraded else "new"
+        return Plan(decision, status, plan.key, rerouted_from=failed, session=plan.session)
 
     async def _move(self, key: str, old: Pin, new: Pin) -> Pinned:
         """Compare-and-set the pin from `old` to `new`; the pin that stands comes back."""
@@ -111,11 +117,17 @@ class Dispatcher:
         return pinned
 
     async def _send(
-        self, provider: ModelProvider, exchange: Exchange, request: ClientRequest
+        self, provider: ModelProvider, exchange: Exchange, request: ClientRequest, api: ClientApi,
+        forward: Forward,
     ) -> UpstreamResponse:
         url = provider.api_base + exchange.path
-        body = exchange.request_body(request, provider.model_id)
+        drops: list[str] = []
+        body = exchange.request_body(request, provider.model_id, drops)
+        for what in drops:
+            self.metrics.translation_drop(api.name, what)
         headers = exchange.headers(provider)
+        if forward:
+            with_client_headers(headers, forward, provider.interface)
         retries = self.config.upstream.max_retries
         attempt = 0
         while True:
@@ -142,6 +154,18 @@ class Dispatcher:
     def _backoff(self, attempt: int) -> float:
         base = self.config.upstream.retry_backoff_ms / 1000 * (2 ** (attempt - 1))
         return float(base * random.uniform(0.5, 1.5))  # jitter: replicas must not retry in step
+
+
+def with_client_headers(headers: dict[str, str], forward: Forward, interface: str) -> None:
+    """A provider's own family of client headers goes through: `anthropic-version` as the
+    client sent it, every `anthropic-beta` (or `OpenAI-Beta`) joined as one list."""
+    for family, name, value in forward:
+        if family != interface:
+            continue
+        if name.endswith("-beta") and name in headers:
+            headers[name] += "," + value
+        else:
+            headers[name] = value
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.affinity import AffinityStore, pin_key, validate_affinity_id
-from gateway.apis import ClientApi
+from gateway.affinity.lanes import LaneIndex
+from gateway.apis import COUNT_TOKENS, ClientApi
 from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
@@ -28,6 +30,17 @@ class Completions:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.pipeline.complete(scope, receive, send, self.api)
+
+
+class CountTokens:
+    """POST /v1/messages/count_tokens: counted by the model the request would be served by
+    when that is an Anthropic model, else estimated (and the response says so)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.pipeline.complete(scope, receive, send, COUNT_TOKENS)
 
 
 class RoutingDecision:
@@ -50,6 +63,12 @@ class Models:
             {"id": p.model, "object": "model", "created": created, "owned_by": p.provider}
             for p in config.providers
         ]
+        # A wildcard is listed as itself: what it serves is whatever its provider has.
+        data += [
+            {"id": w.model, "object": "model", "created": created, "owned_by": w.provider,
+             "wildcard": True, "model_prefixes": list(w.model_prefixes)}
+            for w in config.wildcards
+        ]
         data += [
             {"id": alias, "object": "model", "created": created, "owned_by": "alias",
              "target": target}
@@ -62,43 +81,68 @@ class Models:
 
 
 class AffinityAdmin:
-    """GET / DELETE /v1/affinity/{id}: inspect or drop a pin (admin key when auth is on)."""
+    """GET / DELETE /v1/affinity/{id}: inspect or drop a session's pins, one per lane (admin
+    key when auth is on). `?lane=model:<name>` or `?lane=agent:<id>` picks one lane; without
+    it, the lanes this replica has seen for the session and one per configured model name."""
 
-    def __init__(self, store: AffinityStore, auth: Authenticator) -> None:
+    def __init__(
+        self, store: AffinityStore, auth: Authenticator, lanes: LaneIndex, config: Config
+    ) -> None:
         self.store = store
         self.auth = auth
+        self.lanes = lanes
+        names = ["", *config.models, *config.aliases]
+        self.model_lanes = tuple(f"model:{name}" for name in names)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             if self.auth.enabled:
                 self.auth.require_admin(scope)
             affinity_id = validate_affinity_id(scope["path_params"]["affinity_id"], "affinity_id")
-            tenant = self._tenant(scope)
-            key = pin_key(tenant, affinity_id)
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            tenant = query.get("tenant") or self.auth.header_tenant(scope)
+            lanes = [query["lane"]] if query.get("lane") else self._lanes(tenant, affinity_id)
             if scope["method"] == "DELETE":
-                removal = await self.store.delete(key)
-                if removal.degraded:  # the pin lives on in Redis: saying "deleted" would be false
-                    raise StoreUnavailable(
-                        "the affinity store is unreachable: the pin was dropped from this "
-                        "replica's cache only; retry when it is back", code="affinity_store_unavailable")
-                if not removal.found:
-                    raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
-                body = {"id": affinity_id, "tenant": tenant, "deleted": True}
+                body = await self._delete(tenant, affinity_id, lanes)
+                if not query.get("lane"):
+                    self.lanes.forget(tenant, affinity_id)
             else:
-                lookup = await self.store.get(key)
-                if lookup.pin is None:
-                    raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
-                body = {"id": affinity_id, "tenant": tenant, "model": lookup.pin.model,
-                        "route": lookup.pin.route, "degraded": lookup.degraded}
+                body = await self._get(tenant, affinity_id, lanes)
         except GatewayError as error:
             await respond(send, error.status, error.body(), [])
             return
         await respond(send, 200, orjson.dumps(body), [])
 
-    def _tenant(self, scope: Scope) -> str:
-        """An admin names the tenant whose pin it means (`?tenant=`), else as a client would."""
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        return query.get("tenant") or self.auth.header_tenant(scope)
+    def _lanes(self, tenant: str, affinity_id: str) -> list[str]:
+        seen = self.lanes.lanes(tenant, affinity_id)
+        return [*seen, *(lane for lane in self.model_lanes if lane not in seen)]
+
+    async def _get(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
+        found = []
+        for lane in lanes:
+            lookup = await self.store.get(pin_key(tenant, affinity_id, lane))
+            if lookup.pin is not None:
+                found.append({"lane": lane, "model": lookup.pin.model, "route": lookup.pin.route,
+                              "degraded": lookup.degraded})
+        if not found:
+            raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
+        first = found[0]  # the lane seen first: a harness's main loop
+        return {"id": affinity_id, "tenant": tenant, "model": first["model"], "route": first["route"],
+                "degraded": any(lane["degraded"] for lane in found), "lanes": found}
+
+    async def _delete(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
+        deleted = []
+        for lane in lanes:
+            removal = await self.store.delete(pin_key(tenant, affinity_id, lane))
+            if removal.degraded:  # the pin lives on in Redis: saying "deleted" would be false
+                raise StoreUnavailable(
+                    "the affinity store is unreachable: the pin was dropped from this "
+                    "replica's cache only; retry when it is back", code="affinity_store_unavailable")
+            if removal.found:
+                deleted.append(lane)
+        if not deleted:
+            raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
+        return {"id": affinity_id, "tenant": tenant, "deleted": True, "lanes": deleted}
 
 
 class Health:

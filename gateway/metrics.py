@@ -124,6 +124,14 @@ class Metrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures", ["provider", "reason"], registry=r
         )
+        self.affinity_sources = Counter(
+            "gateway_affinity_sources", "Where requests' session keys came from (none: no session)",
+            ["source"], registry=r,
+        )
+        self.translation_drops = Counter(
+            "gateway_translation_drops", "Request parts a cross-API translation could not map",
+            ["api", "what"], registry=r,
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress", registry=r,
             multiprocess_mode="livesum",
@@ -171,6 +179,12 @@ class Metrics:
     def decision(self, route: str | None, model: str, source: str) -> None:
         self._tally(self.routing_decisions, route or "", model, source).add(1)
 
+    def session_source(self, source: str) -> None:
+        self._tally(self.affinity_sources, source).add(1)
+
+    def translation_drop(self, api: str, what: str) -> None:
+        self._tally(self.translation_drops, api, what).add(1)
+
     def router_time(self, router: str, seconds: float) -> None:
         self._tally(self.router_duration, router).add(seconds)
 
@@ -186,11 +200,14 @@ class Metrics:
     def first_token(self, model: str, seconds: float) -> None:
         self._tally(self.ttft, model).add(seconds)
 
-    def usage(self, model: str, prompt: int, completion: int) -> None:
+    def usage(self, model: str, prompt: int, completion: int, cached_prompt: int = 0) -> None:
+        """`cached_prompt`: the part of `prompt` the provider read from its prompt cache."""
         if prompt > 0:  # counters only grow: prometheus_client refuses a negative increment
             self._tally(self.tokens, model, "prompt").add(prompt)
         if completion > 0:
             self._tally(self.tokens, model, "completion").add(completion)
+        if cached_prompt > 0:
+            self._tally(self.tokens, model, "cached_prompt").add(cached_prompt)
 
     def upstream_error(self, provider: str, reason: str) -> None:
         self._tally(self.upstream_errors, provider, reason).add(1)

@@ -55,7 +55,9 @@ def _schemas(config: Config) -> dict[str, Schema]:
         "ChatMessage": {
             "type": "object", "required": ["role"], "additionalProperties": True,
             "properties": {
-                "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
+                # the known roles, or any other a newer client sends (passed through)
+                "role": {"anyOf": [{"enum": ["system", "developer", "user", "assistant", "tool",
+                                             "function"]}, {"type": "string"}]},
                 "content": content,
                 "name": {"type": "string"},
                 "tool_call_id": {"type": "string"},
@@ -74,7 +76,8 @@ def _schemas(config: Config) -> dict[str, Schema]:
         },
         "AnthropicMessage": {
             "type": "object", "required": ["role"], "additionalProperties": True,
-            "properties": {"role": {"enum": ["user", "assistant"]}, "content": content},
+            # user and assistant, and whatever roles newer clients send (passed through)
+            "properties": {"role": {"type": "string"}, "content": content},
         },
         "MessagesRequest": {
             "type": "object", "required": ["messages"], "additionalProperties": True,
@@ -136,6 +139,7 @@ def _schemas(config: Config) -> dict[str, Schema]:
                 "route": {"type": ["string", "null"]},
                 "trace_id": {"type": "string"},
                 "session_id": {"type": ["string", "null"]},
+                "session_source": {"type": "string"},
                 "pinned": {"type": "boolean"},
             },
         },
@@ -151,8 +155,16 @@ def _schemas(config: Config) -> dict[str, Schema]:
             "type": "object", "required": ["id", "tenant"],
             "properties": {"id": {"type": "string"}, "tenant": {"type": "string"},
                            "model": {"type": "string"}, "route": {"type": ["string", "null"]},
-                           "degraded": {"type": "boolean"}, "deleted": {"type": "boolean"}},
+                           "degraded": {"type": "boolean"}, "deleted": {"type": "boolean"},
+                           "lanes": {"type": "array", "items": {"anyOf": [
+                               {"type": "string"},
+                               {"type": "object", "required": ["lane", "model"],
+                                "properties": {"lane": {"type": "string"}, "model": {"type": "string"},
+                                               "route": {"type": ["string", "null"]},
+                                               "degraded": {"type": "boolean"}}}]}}},
         },
+        "TokenCount": {"type": "object", "required": ["input_tokens"],
+                       "properties": {"input_tokens": {"type": "integer", "minimum": 0}}},
         "Status": {"type": "object", "required": ["status"],
                    "properties": {"status": {"enum": ["ok", "unavailable"]}}},
     }
@@ -214,9 +226,11 @@ def openapi_document(config: Config) -> dict[str, Any]:
     pin_param: Schema = {"name": "affinity_id", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": AFFINITY_ID_PATTERN}}
     tenant_param: Schema = {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}
+    lane_param: Schema = {"name": "lane", "in": "query", "required": False, "schema": {"type": "string"},
+                          "description": "One lane: model:<requested name> or agent:<sub-agent id>"}
     pin_errors = _errors("Error", "400", "401", "403", "404")
     pin_ops: Schema = {
-        method: {"summary": summary, "parameters": [pin_param, tenant_param],
+        method: {"summary": summary, "parameters": [pin_param, tenant_param, lane_param],
                  "responses": {"200": _ok(summary, "Pin"), **pin_errors, **extra}}
         for method, summary, extra in (
             ("get", "Inspect a pin", {}),
@@ -243,6 +257,14 @@ def openapi_document(config: Config) -> dict[str, Any]:
             "/v1/chat/completions": _completion(
                 "OpenAI Chat Completions", "ChatCompletionRequest", "Error"),
             "/v1/messages": _completion("Anthropic Messages", "MessagesRequest", "AnthropicError"),
+            "/v1/messages/count_tokens": {"post": {
+                "summary": "Anthropic token counting, by the model the request would be served by",
+                "parameters": [_affinity_header()],
+                "requestBody": {"required": True, "content": _json(_ref("MessagesRequest"))},
+                "responses": {"200": _ok("The count (estimated for non-Anthropic models: "
+                                         "x-gateway-token-estimate)", "TokenCount"),
+                              **_errors("AnthropicError", *UPSTREAM_STATUSES)},
+            }},
             "/routing/v1/chat/completions": _decision(
                 "Routing decision for a Chat Completions request", "ChatCompletionRequest", "Error"),
             "/routing/v1/messages": _decision(

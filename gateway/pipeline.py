@@ -13,7 +13,6 @@ import time
 
 import orjson
 
-from gateway.affinity import validate_affinity_id
 from gateway.apis import ClientApi
 from gateway.auth import Authenticator
 from gateway.config import Config, ModelProvider
@@ -25,6 +24,7 @@ from gateway.http import header, read_body, respond, wait_for_disconnect
 from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
+from gateway.sessions import Sessions
 from gateway.types import Headers, Receive, Scope, Send
 from gateway.usage import usage_of
 
@@ -45,20 +45,20 @@ def decision_headers(rid: str, plan: Plan | None, model: str | None) -> Headers:
     if plan is not None:
         headers += [
             (b"x-model-affinity-status", plan.status.encode()),
+            (b"x-model-affinity-source", plan.source.encode()),
             (b"x-gateway-model", (model or plan.decision.model).encode()),
             (b"x-gateway-route", (plan.decision.route or "").encode()),
         ]
-        if plan.affinity_source is not None:
-            headers.append((b"x-model-affinity-source", plan.affinity_source.encode()))
     return headers
 
 
 class Pipeline:
     def __init__(
         self, config: Config, auth: Authenticator, decider: Decider, dispatcher: Dispatcher,
-        metrics: Metrics,
+        metrics: Metrics, sessions: Sessions,
     ) -> None:
         self.config = config
+        self.sessions = sessions
         self.auth = auth
         self.decider = decider
         self.dispatcher = dispatcher
@@ -71,14 +71,14 @@ class Pipeline:
         check_header_size(scope, self.config.limits.max_header_bytes)
         return self.auth.tenant(scope)
 
-    async def prepare(self, ctx: RequestContext, receive: Receive, tenant: str) -> Plan:
+    async def prepare(self, ctx: RequestContext, receive: Receive, tenant: str, *, pin: bool = True) -> Plan:
         body = await read_body(ctx.scope, receive, self.config.limits.max_body_bytes)
         ctx.request = ctx.api.parse(body, self.config.limits.max_messages)
         if ctx.api.load is not None:  # what the request continues (a stored Responses conversation)
             ctx.request = await ctx.api.load(ctx.request, tenant)
-        raw_id = header(ctx.scope, b"x-model-affinity")
-        affinity_id = None if raw_id is None else validate_affinity_id(raw_id)
-        ctx.plan = await self.decider.plan(ctx.request, affinity_id, tenant)
+        ctx.seen = self.sessions.scan(ctx.scope)
+        session = self.sessions.find(ctx.seen, ctx.request, tenant)
+        ctx.plan = await self.decider.plan(ctx.request, session, tenant, pin=pin)
         return ctx.plan
 
     async def complete(self, scope: Scope, receive: Receive, send: Send, api: ClientApi) -> None:
@@ -89,9 +89,15 @@ class Pipeline:
             tenant = self.admit(scope)
             self.concurrency.acquire(tenant)
             ctx.tenant = tenant
-            plan = await self.prepare(ctx, receive, tenant)
+            plan = await self.prepare(ctx, receive, tenant, pin=api.estimate is None)
             assert ctx.request is not None
-            ctx.served, ctx.plan = await self.dispatcher.run(ctx.request, plan, api)
+            if api.estimate is not None:  # count_tokens: the planned model's own count, or an estimate
+                plan = ctx.plan = plan.first_only()
+                provider = self.config.resolve(plan.decision.model)
+                if provider is None or provider.interface not in api.exchanges:
+                    await self._estimate(ctx, api.estimate(ctx.request), send)
+                    return
+            ctx.served, ctx.plan = await self.dispatcher.run(ctx.request, plan, api, ctx.forward)
             if ctx.request.stream:
                 await self._stream(ctx, ctx.served, send, receive)
             else:
@@ -125,13 +131,14 @@ class Pipeline:
         elapsed = time.perf_counter() - ctx.started
         model = ctx.model or ""
         self.metrics.request(ctx.endpoint, model, ctx.status, elapsed)
-        affinity_id = header(ctx.scope, b"x-model-affinity")
         plan, usage = ctx.plan, ctx.usage
+        session = plan.session if plan else None
         self.access.request(
             request_id=ctx.request_id, endpoint=ctx.endpoint, status=ctx.status, model=model,
             route=plan.decision.route if plan else None,
             affinity=plan.status if plan else None,
-            session=short_hash(affinity_id) if affinity_id else None,
+            session=short_hash(session.affinity_id) if session else None,
+            session_source=session.source if session else None,
             upstream_status=ctx.served.response.status if ctx.served else None,
             latency_ms=round(elapsed * 1000, 2),
             prompt_tokens=usage["prompt_tokens"] if usage else None,
@@ -140,7 +147,9 @@ class Pipeline:
 
     def _count_usage(self, ctx: RequestContext, model: str) -> None:
         if ctx.usage is not None:
-            self.metrics.usage(model, ctx.usage["prompt_tokens"], ctx.usage["completion_tokens"])
+            usage = ctx.usage
+            self.metrics.usage(model, usage["prompt_tokens"], usage["completion_tokens"],
+                               usage.get("cached_prompt_tokens", 0))
 
     async def _whole(self, ctx: RequestContext, served: Served, send: Send) -> None:
         started = time.perf_counter()
@@ -166,6 +175,14 @@ class Pipeline:
         ctx.responding = True
         self._record(ctx)
         await respond(send, 200, body, decision_headers(ctx.request_id, ctx.plan, provider.model))
+
+    async def _estimate(self, ctx: RequestContext, tokens: int, send: Send) -> None:
+        ctx.status = 200
+        ctx.responding = True
+        self._record(ctx)
+        headers = decision_headers(ctx.request_id, ctx.plan, None)
+        headers.append((b"x-gateway-token-estimate", b"chars/4"))
+        await respond(send, 200, orjson.dumps({"input_tokens": tokens}), headers)
 
     async def _stream(self, ctx: RequestContext, served: Served, send: Send, receive: Receive) -> None:
         provider = served.provider
@@ -258,7 +275,9 @@ class Pipeline:
             "models": list(plan.decision.models),
             "route": plan.decision.route,
             "trace_id": ctx.request_id,
-            "session_id": header(scope, b"x-model-affinity"),
+            # As sent in X-Model-Affinity, else the hashed key of the harness's session.
+            "session_id": plan.session.affinity_id if plan.session else None,
+            "session_source": plan.source,
             "pinned": plan.status in ("hit", "degraded") and plan.decision.source == "affinity",
         }
         ctx.status = 200

@@ -1,5 +1,10 @@
 """Token counts: from a whole response body of either API, and from a passed-through stream
-watched on its way to the client (which also tells whether that stream ended properly)."""
+watched on its way to the client (which also tells whether that stream ended properly).
+
+Counts are `prompt_tokens` (every prompt token, cached or not: Anthropic reports its cache
+reads and writes apart from `input_tokens`, so they are added back), `completion_tokens` and
+`cached_prompt_tokens` (Anthropic `cache_read_input_tokens`, OpenAI
+`prompt_tokens_details.cached_tokens`): cached / prompt is the prompt-cache hit ratio."""
 
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ class UsageScanner:
         # A short stream's head and tail are the same bytes: read them once.
         tail = self._tail()
         blocks = (tail,) if tail.startswith(self._head) else (self._head, tail)
-        prompt = completion = 0
+        prompt = completion = cached = 0
         found = False
         for block in blocks:
             for line in _lines_with(block, b'"usage"'):
@@ -68,9 +73,13 @@ class UsageScanner:
                 if usage is None:
                     continue
                 found = True
-                prompt = max(prompt, _count(usage, "prompt_tokens", "input_tokens"))
-                completion = max(completion, _count(usage, "completion_tokens", "output_tokens"))
-        return {"prompt_tokens": prompt, "completion_tokens": completion} if found else None
+                counts = counts_of(usage)
+                prompt = max(prompt, counts["prompt_tokens"])
+                completion = max(completion, counts["completion_tokens"])
+                cached = max(cached, counts["cached_prompt_tokens"])
+        if not found:
+            return None
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "cached_prompt_tokens": cached}
 
 
 def _lines_with(block: bytes, needle: bytes) -> list[bytes]:
@@ -86,10 +95,23 @@ def _lines_with(block: bytes, needle: bytes) -> list[bytes]:
     return lines
 
 
-def _count(usage: dict[str, Any], openai_name: str, anthropic_name: str) -> int:
+def _int(value: Any) -> int:
     """A token count, or 0 for anything that is not a count (it feeds monotonic counters)."""
-    value = usage.get(openai_name) or usage.get(anthropic_name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def counts_of(usage: dict[str, Any]) -> dict[str, int]:
+    """One `usage` object of either API as the gateway's three counts."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI
+        details = usage.get("prompt_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        return {"prompt_tokens": _int(usage.get("prompt_tokens")),
+                "completion_tokens": _int(usage.get("completion_tokens")),
+                "cached_prompt_tokens": cached}
+    cached = _int(usage.get("cache_read_input_tokens"))
+    prompt = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + cached
+    return {"prompt_tokens": prompt, "completion_tokens": _int(usage.get("output_tokens")),
+            "cached_prompt_tokens": cached}
 
 
 def _find_usage(event: Any) -> dict[str, Any] | None:
@@ -108,9 +130,4 @@ def usage_of(body: bytes) -> dict[str, int] | None:
     except orjson.JSONDecodeError:
         return None
     usage = _find_usage(data)
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": _count(usage, "prompt_tokens", "input_tokens"),
-        "completion_tokens": _count(usage, "completion_tokens", "output_tokens"),
-    }
+    return None if usage is None else counts_of(usage)

@@ -83,6 +83,8 @@ def validate_affinity_id(raw: str, where: str = "X-Model-Affinity") -> str:
     return raw
 
 
-def pin_key(tenant: str, affinity_id: str) -> str:
-    """A fixed-size key from tenant and id: odd ids cannot collide, inject or leak into Redis."""
-    return hashlib.blake2b(f"{tenant}\0{affinity_id}".encode(), digest_size=16).hexdigest()
+def pin_key(tenant: str, affinity_id: str, lane: str = "") -> str:
+    """A fixed-size key from tenant, session id and lane (SPEC 4a: a pin is per session and
+    lane): odd ids cannot collide, inject or leak into Redis. No lane: the session's own key."""
+    text = f"{tenant}\0{affinity_id}\0{lane}" if lane else f"{tenant}\0{affinity_id}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

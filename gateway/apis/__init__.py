@@ -3,6 +3,6 @@ translators in `gateway.providers`."""
 
 from gateway.apis.base import ClientApi, ClientRequest, Exchange, StreamTranslator
 from gateway.apis.chat import CHAT
-from gateway.apis.messages import MESSAGES
+from gateway.apis.messages import COUNT_TOKENS, MESSAGES
 
-__all__ = ["CHAT", "MESSAGES", "ClientApi", "ClientRequest", "Exchange", "StreamTranslator"]
+__all__ = ["CHAT", "COUNT_TOKENS", "MESSAGES", "ClientApi", "ClientRequest", "Exchange", "StreamTranslator"]

@@ -11,6 +11,7 @@ import orjson
 
 from gateway.config import ModelProvider
 from gateway.errors import BadRequest, GatewayError
+from gateway.providers import openai
 from gateway.routing import Turn
 
 # Model names that mean "let the gateway choose".
@@ -53,7 +54,8 @@ class Exchange:
 
     path: str  # appended to the provider's api_base
     headers: Callable[[ModelProvider], dict[str, str]]
-    request_body: Callable[[ClientRequest, str], bytes]  # (request, model_id)
+    # (request, model_id, drops): a translation names in `drops` what it had to leave out
+    request_body: Callable[[ClientRequest, str, list[str]], bytes]
     # (request, body, model); None: pass the provider's bytes through
     response_body: Callable[[ClientRequest, bytes, str], bytes] | None
     stream: Callable[[ClientRequest, str], StreamTranslator]  # (request, model)
@@ -81,9 +83,17 @@ class ClientApi:
     kind: Callable[[ModelProvider], str] = by_interface
     load: Load | None = None  # state the request continues, read before it is planned
     save: Save | None = None  # state kept once a response is complete
+    # Token counting: planned without pinning, served by the planned model alone, and
+    # estimated by this when that model's provider kind has no exchange.
+    estimate: Callable[[ClientRequest], int] | None = None
 
     def exchange(self, provider: ModelProvider) -> Exchange:
         return self.exchanges[self.kind(provider)]
+
+
+def passthrough_body(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
+    """A same-API request: the client's own bytes, the model id swapped in only if it differs."""
+    return openai.chat_request_body(request.payload, request.raw, model_id)
 
 
 def load_json(body: bytes) -> dict[str, Any]:
@@ -128,6 +138,13 @@ def messages_of(payload: dict[str, Any], max_messages: int) -> list[Any]:
     return messages
 
 
-def role_in(message: Any, roles: frozenset[str]) -> bool:
+def role_of(message: Any, index: int) -> str:
+    """A message's role. Any role string passes (newer clients send roles this gateway does
+    not know, and the provider decides); a message that is not an object with one is a 400."""
     role = message.get("role") if isinstance(message, dict) else None
-    return isinstance(role, str) and role in roles
+    if not isinstance(role, str):
+        raise BadRequest(
+            f"messages[{index}] must be an object with a string role",
+            param=f"messages[{index}].role", code="invalid_value",
+        )
+    return role

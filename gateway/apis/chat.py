@@ -11,19 +11,22 @@ from gateway.apis.base import (
     StreamTranslator,
     load_json,
     messages_of,
+    passthrough_body,
     requested_model,
-    role_in,
+    role_of,
     stream_flag,
 )
 from gateway.content import text_of
-from gateway.errors import BadGateway, BadRequest, GatewayError
+from gateway.errors import BadGateway, GatewayError
 from gateway.providers import anthropic, anthropic_wire, openai
 from gateway.providers.anthropic_stream import MessagesToChatStream
 from gateway.routing import Turn
 from gateway.sse import encode_event
 from gateway.usage import UsageScanner
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Roles routers read; others pass through to the provider untouched.
+TURN_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+              "tool": "tool", "function": "tool"}
 CUT_SHORT = "the upstream ended the stream before it was complete"
 
 
@@ -33,14 +36,9 @@ def parse(raw: bytes, max_messages: int) -> ClientRequest:
     requested, stream = requested_model(payload), stream_flag(payload)
     turns = []
     for index, message in enumerate(messages):
-        if not role_in(message, ROLES):
-            raise BadRequest(
-                f"messages[{index}] must be an object with a role of "
-                "system, developer, user, assistant or tool",
-                param=f"messages[{index}].role", code="invalid_value",
-            )
-        role = "tool" if message["role"] == "function" else message["role"]
-        turns.append(Turn(role, text_of(message.get("content"))))
+        role = TURN_ROLES.get(role_of(message, index))
+        if role is not None:
+            turns.append(Turn(role, text_of(message.get("content"))))
     options = payload.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ClientRequest(raw, payload, requested, stream, include_usage, turns)
@@ -60,8 +58,8 @@ def _passthrough_stream(request: ClientRequest, model: str) -> StreamTranslator:
     return UsageScanner(b"data: [DONE]", stream_error(cut_short))
 
 
-def _to_messages(request: ClientRequest, model_id: str) -> bytes:
-    return orjson.dumps(anthropic.chat_to_messages_request(request.payload, model_id))
+def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
+    return orjson.dumps(anthropic.chat_to_messages_request(request.payload, model_id, drops=drops))
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:
@@ -78,7 +76,7 @@ CHAT = ClientApi(
         "openai": Exchange(
             path="/chat/completions",
             headers=openai.request_headers,
-            request_body=openai.request_body,
+            request_body=passthrough_body,
             response_body=None,
             stream=_passthrough_stream,
         ),

@@ -11,19 +11,19 @@ from gateway.apis.base import (
     StreamTranslator,
     load_json,
     messages_of,
+    passthrough_body,
     requested_model,
-    role_in,
+    role_of,
     stream_flag,
 )
 from gateway.content import text_of
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import GatewayError
 from gateway.providers import anthropic, anthropic_wire, openai
 from gateway.providers.anthropic_stream import ChatToMessagesStream
 from gateway.routing import Turn
 from gateway.sse import encode_event
 from gateway.usage import UsageScanner
 
-ROLES = frozenset({"user", "assistant"})
 CUT_SHORT = "the upstream ended the stream before it was complete"
 
 
@@ -36,13 +36,9 @@ def parse(raw: bytes, max_messages: int) -> ClientRequest:
     if payload.get("system"):
         turns.append(Turn("system", text_of(payload["system"])))
     for index, message in enumerate(messages):
-        if not role_in(message, ROLES):
-            raise BadRequest(
-                f"messages[{index}] must be an object with a role of user or assistant",
-                param=f"messages[{index}].role", code="invalid_value",
-            )
+        role = role_of(message, index)  # any role passes: newer clients send `system` here too
         content = message.get("content")
-        if message["role"] == "user" and isinstance(content, list):
+        if role == "user" and isinstance(content, list):
             results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
             for block in results:
                 turns.append(Turn("tool", text_of(block.get("content"))))
@@ -50,7 +46,8 @@ def parse(raw: bytes, max_messages: int) -> ClientRequest:
             if rest or not results:
                 turns.append(Turn("user", text_of(rest)))
             continue
-        turns.append(Turn(message["role"], text_of(content)))
+        if role in ("user", "assistant", "system"):
+            turns.append(Turn(role, text_of(content)))
     return ClientRequest(raw, payload, requested, stream, True, turns)
 
 
@@ -67,13 +64,29 @@ def _passthrough_stream(request: ClientRequest, model: str) -> StreamTranslator:
     return UsageScanner(b"event: message_stop", encode_event(cut_short, event="error"))
 
 
-def _to_chat(request: ClientRequest, model_id: str) -> bytes:
-    return orjson.dumps(anthropic.messages_to_chat_request(request.payload, model_id))
+def _to_chat(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
+    return orjson.dumps(anthropic.messages_to_chat_request(request.payload, model_id, drops=drops))
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
     return orjson.dumps(anthropic.chat_to_messages_response(orjson.loads(body), model))
 
+
+def estimate_tokens(request: ClientRequest) -> int:
+    """The documented estimate for providers that cannot count Anthropic requests: a quarter
+    of the characters of the JSON of `system`, `messages` and `tools` (x-gateway-token-estimate)."""
+    payload = request.payload
+    counted = [payload.get("system"), payload.get("messages"), payload.get("tools")]
+    return -(-len(orjson.dumps(counted)) // 4)
+
+
+COUNT_TOKENS_EXCHANGE = Exchange(
+    path="/messages/count_tokens",
+    headers=anthropic_wire.request_headers,
+    request_body=passthrough_body,
+    response_body=None,
+    stream=_passthrough_stream,
+)
 
 MESSAGES = ClientApi(
     name="messages",
@@ -86,7 +99,7 @@ MESSAGES = ClientApi(
             path="/messages",
             headers=anthropic_wire.request_headers,
             # The same rule as OpenAI's: swap in the model id, else forward the client's bytes.
-            request_body=openai.request_body,
+            request_body=passthrough_body,
             response_body=None,
             stream=_passthrough_stream,
         ),
@@ -98,4 +111,14 @@ MESSAGES = ClientApi(
             stream=lambda request, model: ChatToMessagesStream(model),
         ),
     },
+)
+
+COUNT_TOKENS = ClientApi(
+    name="count_tokens",
+    endpoint="count_tokens",
+    parse=parse,
+    error_body=error_body,
+    stream_error=stream_error,
+    exchanges={"anthropic": COUNT_TOKENS_EXCHANGE},
+    estimate=estimate_tokens,
 )

@@ -100,23 +100,23 @@ def conversation(request: ClientRequest) -> Conversation:
 # --- the exchanges -------------------------------------------------------------------------------
 
 
-def _to_chat(request: ClientRequest, model_id: str) -> bytes:
-    return orjson.dumps(to_chat_request(request.payload, conversation(request).full, model_id))
+def _to_chat(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
+    return orjson.dumps(to_chat_request(request.payload, conversation(request).full, model_id, drops))
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
     return orjson.dumps(from_chat_response(request.payload, orjson.loads(body), model, new_id("resp")))
 
 
-def _to_messages(request: ClientRequest, model_id: str) -> bytes:
-    return orjson.dumps(to_messages_request(request.payload, conversation(request).full, model_id))
+def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
+    return orjson.dumps(to_messages_request(request.payload, conversation(request).full, model_id, drops))
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:
     return orjson.dumps(from_message(request.payload, orjson.loads(body), model, new_id("resp")))
 
 
-def _native(request: ClientRequest, model_id: str) -> bytes:
+def _native(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
     """The client's request as it is, unless it continues a response this provider does not
     hold (one served by translation): then with the stored conversation spelled out."""
     context = conversation(request)

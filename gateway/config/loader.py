@@ -14,6 +14,8 @@ import yaml
 from gateway.config.providers import INTERFACES, KNOWN_WITHOUT_DEFAULT, api_base, interface_for
 from gateway.config.reader import ConfigError, Node, describe
 from gateway.config.schema import (
+    DEFAULT_LANE_HEADERS,
+    DEFAULT_SESSION_SOURCES,
     AuthConfig,
     AuthKey,
     Config,
@@ -26,7 +28,9 @@ from gateway.config.schema import (
     RoutingPreference,
     ServerConfig,
     SessionCacheConfig,
+    SessionSource,
     UpstreamConfig,
+    through_wildcard,
 )
 
 logger = logging.getLogger("gateway.config")
@@ -49,6 +53,16 @@ PLANO_OVERRIDES = {
     )
 }
 VERSIONS = ("v0.1.0", "v0.2.0", "v0.3.0", "v0.4.0")
+# A wildcard's bare names by default: the families each provider names its models with.
+MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "anthropic": ("claude-",),
+    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "codex-"),
+    "gemini": ("gemini-",),
+    "mistral": ("mistral-", "codestral-", "devstral-", "magistral-", "ministral-", "pixtral-"),
+    "deepseek": ("deepseek-",),
+    "xai": ("grok-",),
+}
+SESSION_SOURCES = {source.name: source for source in DEFAULT_SESSION_SOURCES}
 MEMORY_STORE_MAX = 10_000
 REDIS_STORE_MAX = 1_000_000
 
@@ -76,10 +90,14 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
     warnings: list[str] = []
     version = root.string("version", "v0.4.0", choices=VERSIONS) or "v0.4.0"
     server, listener_timeout_ms = _listeners(root, warnings)
-    providers, inline = _providers(root, warnings)
+    every, inline = _providers(root, warnings)
+    providers = tuple(p for p in every if not p.wildcard)
+    wildcards = tuple(p for p in every if p.wildcard)
+    if not providers:
+        raise ConfigError("model_providers", "a concrete model (not only provider/*) must be the default")
     models = _model_index(providers)
-    preferences = _preferences(root, inline, models)
-    aliases = _aliases(root, models)
+    preferences = _preferences(root, inline, models, wildcards)
+    aliases = _aliases(root, models, wildcards)
     defaults = [p for p in providers if p.default]
     if len(defaults) > 1:
         raise ConfigError("model_providers", "more than one model has default: true")
@@ -102,6 +120,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         server=_server(root, server),
         metrics_enabled=_metrics(root),
         warnings=(),
+        wildcards=wildcards,
     )
     warnings.extend(root.finish(PLANO_TOP_LEVEL))
     return replace(config, warnings=tuple(warnings))
@@ -156,6 +175,14 @@ def _providers(
         )
         if responses == "native" and interface != "openai":
             raise ConfigError(f"{path}.responses", "native Responses needs an OpenAI-kind provider")
+        wildcard = model_id == "*"
+        if wildcard and node.raw("default"):
+            raise ConfigError(f"{path}.default", "a wildcard (provider/*) cannot be the default model")
+        if wildcard and node.raw("routing_preferences"):
+            raise ConfigError(f"{path}.routing_preferences", "name concrete models, not a wildcard")
+        prefixes = node.strings("model_prefixes")
+        if prefixes and not wildcard:
+            raise ConfigError(f"{path}.model_prefixes", "only a wildcard (provider/*) takes model_prefixes")
         providers.append(
             ModelProvider(
                 model=model,
@@ -166,6 +193,7 @@ def _providers(
                 access_key=access_key or None,
                 default=node.boolean("default", False),
                 responses=cast(Any, responses),
+                model_prefixes=prefixes or (MODEL_FAMILIES.get(provider, ()) if wildcard else ()),
             )
         )
         for pref, pref_path in node.items("routing_preferences"):
@@ -206,6 +234,7 @@ def _preferences(
     root: Node,
     inline: list[tuple[RoutingPreference, str]],
     models: dict[str, ModelProvider],
+    wildcards: tuple[ModelProvider, ...],
 ) -> tuple[RoutingPreference, ...]:
     merged: dict[str, RoutingPreference] = {}
     sources: list[tuple[RoutingPreference, str]] = [
@@ -214,7 +243,7 @@ def _preferences(
     for preference, path in [*sources, *inline]:
         resolved = []
         for index, name in enumerate(preference.models):
-            provider = models.get(name)
+            provider = models.get(name) or through_wildcard(wildcards, name)
             if provider is None:
                 raise ConfigError(f"{path}.models[{index}]", f"unknown model {name!r}")
             resolved.append(provider.model)
@@ -236,7 +265,9 @@ def _preferences(
     return tuple(merged.values())
 
 
-def _aliases(root: Node, models: dict[str, ModelProvider]) -> dict[str, str]:
+def _aliases(
+    root: Node, models: dict[str, ModelProvider], wildcards: tuple[ModelProvider, ...]
+) -> dict[str, str]:
     node = root.child("model_aliases")
     if node is None:
         return {}
@@ -247,7 +278,7 @@ def _aliases(root: Node, models: dict[str, ModelProvider]) -> dict[str, str]:
             raise ConfigError(node.at(str(alias)), "expected a mapping with target")
         target = target_node.string("target", required=True) or ""
         target_node.finish()
-        provider = models.get(target)
+        provider = models.get(target) or through_wildcard(wildcards, target)
         if provider is None:
             raise ConfigError(f"{target_node.path}.target", f"unknown model {target!r}")
         aliases[str(alias)] = provider.model
@@ -314,9 +345,38 @@ def _routing(root: Node, models: dict[str, ModelProvider], warnings: list[str]) 
             Any, routing.string("on_pinned_failure", "error", choices=("error", "reroute"))
         ),
         session_cache=cache,
+        session_sources=_session_sources(routing),
+        implicit_affinity=routing.boolean("implicit_affinity", False),
+        lane_headers=tuple(name.lower() for name in routing.strings("lane_headers"))
+        if routing.raw("lane_headers") is not None else DEFAULT_LANE_HEADERS,
+        unknown_model=cast(Any, routing.string("unknown_model", "reject", choices=("reject", "default"))),
     )
     warnings.extend(routing.finish(PLANO_ROUTING))
     return result
+
+
+def _session_sources(routing: Node) -> tuple[SessionSource, ...]:
+    """Built-in sources by name, in the order given (leave one out to turn it off), or
+    `{header: name}` for a harness of your own (reported as `session-header`)."""
+    if routing.raw("session_sources") is None:
+        return DEFAULT_SESSION_SOURCES
+    sources: list[SessionSource] = []
+    for element, path in routing.items("session_sources"):
+        if isinstance(element, str):
+            if element not in SESSION_SOURCES:
+                known = ", ".join(SESSION_SOURCES)
+                raise ConfigError(path, f"unknown session source {element!r} (known: {known})")
+            sources.append(SESSION_SOURCES[element])
+            continue
+        node = Node(element, path, routing.environ)
+        if not isinstance(element, dict):
+            raise ConfigError(path, f"expected a source name or {{header: name}}, got {describe(element)}")
+        name = (node.string("header", required=True) or "").strip().lower()
+        node.finish()
+        if not name or not name.isascii() or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{path}.header", f"expected an HTTP header name, got {name!r}")
+        sources.append(SessionSource("session-header", headers=(name,)))
+    return tuple(sources)
 
 
 def _session_cache(routing: Node) -> SessionCacheConfig:

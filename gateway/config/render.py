@@ -27,7 +27,8 @@ def render_config(config: Config) -> str:
         "version": config.version,
         "server": dataclasses.asdict(config.server),
         "model_providers": [
-            {**dataclasses.asdict(p), "access_key": mask(p.access_key)} for p in config.providers
+            _plain({**dataclasses.asdict(p), "access_key": mask(p.access_key)})
+            for p in (*config.providers, *config.wildcards)
         ],
         "default_model": config.default_model,
         "routing_preferences": [

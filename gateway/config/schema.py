@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 ProviderInterface = Literal["openai", "anthropic"]
 ResponsesMode = Literal["native", "translate"]
 RouterType = Literal["builtin", "llm"]
 PinnedFailure = Literal["error", "reroute"]
+UnknownModel = Literal["reject", "default"]
+
+# What a wildcard passes through: model names as providers spell them, nothing that could
+# smuggle a path or a header into the upstream request.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
+
+
+def is_model_name(name: str) -> bool:
+    return _MODEL_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +35,33 @@ class ModelProvider:
     default: bool = False
     # How /v1/responses reaches an OpenAI-kind provider: its own /responses, or Chat Completions.
     responses: ResponsesMode = "translate"
+    # A wildcard (`anthropic/*`) serves any model of its provider by passing the name through;
+    # bare names starting with one of `model_prefixes` (`claude-`) reach it too.
+    model_prefixes: tuple[str, ...] = ()
+
+    @property
+    def wildcard(self) -> bool:
+        return self.model_id == "*"
+
+    def serving(self, model_id: str) -> ModelProvider:
+        """This wildcard as the provider of one concrete model."""
+        return replace(self, model=f"{self.provider}/{model_id}", model_id=model_id, default=False,
+                       model_prefixes=())
+
+
+def through_wildcard(wildcards: tuple[ModelProvider, ...], name: str) -> ModelProvider | None:
+    """The wildcard that serves `name` (`anthropic/claude-x`, or a bare `claude-x` of its
+    family), as the provider of that one model; None if no wildcard takes it."""
+    if not is_model_name(name):
+        return None
+    provider, _, model_id = name.partition("/")
+    for wildcard in wildcards:
+        if wildcard.provider == provider and model_id:
+            return wildcard.serving(model_id)
+    for wildcard in wildcards:
+        if name.startswith(wildcard.model_prefixes):
+            return wildcard.serving(name)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +98,28 @@ class SessionCacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSource:
+    """Where a harness says which session a request belongs to (SPEC 4a): request headers,
+    or one body field (`prompt_cache_key`, `metadata.user_id`, `previous_response_id`)."""
+
+    name: str  # the x-model-affinity-source value and metrics label
+    headers: tuple[str, ...] = ()  # lower-case
+    body: str | None = None
+
+
+DEFAULT_SESSION_SOURCES = (
+    SessionSource("claude-code", headers=("x-claude-code-session-id",)),
+    SessionSource("codex", headers=("session-id", "session_id")),
+    SessionSource("session-header", headers=("x-session-id",)),
+    SessionSource("prompt-cache-key", body="prompt_cache_key"),
+    SessionSource("metadata", body="metadata.user_id"),
+    SessionSource("previous-response", body="previous_response_id"),
+)
+
+DEFAULT_LANE_HEADERS = ("x-claude-code-agent-id",)
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     router: RouterConfig = RouterConfig()
     session_ttl_seconds: int = 600
@@ -68,6 +127,10 @@ class RoutingConfig:
     session_ttl_refresh: bool = False
     on_pinned_failure: PinnedFailure = "error"
     session_cache: SessionCacheConfig = SessionCacheConfig()
+    session_sources: tuple[SessionSource, ...] = DEFAULT_SESSION_SOURCES
+    implicit_affinity: bool = False  # fingerprint tenant, system prompt, tools, first user message
+    lane_headers: tuple[str, ...] = DEFAULT_LANE_HEADERS  # sub-agent ids, lower-case
+    unknown_model: UnknownModel = "reject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +205,17 @@ class Config:
     server: ServerConfig = ServerConfig()
     metrics_enabled: bool = True
     warnings: tuple[str, ...] = ()
+    wildcards: tuple[ModelProvider, ...] = ()  # `provider/*` entries, in declaration order
 
     def resolve(self, name: str) -> ModelProvider | None:
-        """The provider for a model name, bare id or alias; None if it is not configured."""
+        """The provider for a model name, bare id or alias (or one a wildcard passes through);
+        None if it is not configured."""
         provider = self.models.get(name)
-        if provider is None and name in self.aliases:
-            provider = self.models.get(self.aliases[name])
+        if provider is None:
+            if name in self.aliases:
+                return self.resolve(self.aliases[name])
+            if self.wildcards:
+                return through_wildcard(self.wildcards, name)
         return provider
 
     def preference(self, name: str) -> RoutingPreference | None:

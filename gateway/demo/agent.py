@@ -133,6 +133,8 @@ class Step:
     affinity: str  # x-model-affinity-status: new | hit | none | degraded
     tools: tuple[str, ...]  # tool calls the model made; empty for the final answer
     answer: str = ""
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # the part of the prompt the model read from its prompt cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,12 @@ class Run:
     @property
     def models(self) -> list[str]:
         return [step.model for step in self.steps]
+
+    @property
+    def cache_ratio(self) -> float:
+        """Cached prompt tokens over prompt tokens, over the whole run."""
+        prompt = sum(step.prompt_tokens for step in self.steps)
+        return sum(step.cached_tokens for step in self.steps) / prompt if prompt else 0.0
 
     @property
     def switches(self) -> int:
@@ -158,11 +166,15 @@ def run_agent(
     model: str = "auto",
     max_turns: int = 12,
     on_step: Callable[[Step], None] | None = None,
+    conversation: str = "",
 ) -> Run:
-    """Run the tool loop once; turn N goes to replica N mod len(replicas)."""
+    """Run the tool loop once; turn N goes to replica N mod len(replicas). `conversation`
+    ends the system prompt, so that two runs share no prompt-cache prefix (as two real
+    sessions, whose prompts carry a date or a directory, would not)."""
     headers = {"X-Model-Affinity": affinity_id} if affinity_id else {}
+    system = f"{SYSTEM_PROMPT} (conversation {conversation})" if conversation else SYSTEM_PROMPT
     messages: list[JsonObject] = [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system},
         {"role": "user", "content": USER_QUERY},
     ]
     steps: list[Step] = []
@@ -173,13 +185,14 @@ def run_agent(
             f"{replicas[index]}/v1/chat/completions", json=body, headers=headers
         )
         message = _message(response)
+        prompt, cached = _usage(response)
         calls: list[JsonObject] = message.get("tool_calls") or []
         names = tuple(str(call["function"]["name"]) for call in calls)
         answer = "" if calls else str(message.get("content") or "").strip()
         step = Step(
             number, index + 1, response.headers.get("x-gateway-model", "?"),
             response.headers.get("x-gateway-route", ""),
-            response.headers.get("x-model-affinity-status", ""), names, answer,
+            response.headers.get("x-model-affinity-status", ""), names, answer, prompt, cached,
         )
         steps.append(step)
         if on_step is not None:
@@ -213,6 +226,17 @@ def _message(response: httpx.Response) -> JsonObject:
     if not isinstance(message, dict):
         raise AgentError("the gateway's answer has no message")
     return message
+
+
+def _usage(response: httpx.Response) -> tuple[int, int]:
+    """(prompt tokens, cached prompt tokens) of an OpenAI response; zeros when not reported."""
+    usage = response.json().get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    prompt = usage.get("prompt_tokens")
+    return (prompt if isinstance(prompt, int) else 0), (cached if isinstance(cached, int) else 0)
 
 
 def _arguments(raw: Any) -> JsonObject:

@@ -87,11 +87,13 @@ def _demo(
     affinity_id = f"demo-{uuid.uuid4().hex[:8]}"
     with httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0)) as client:
         say("\nRun 1: without X-Model-Affinity (every turn is routed on what it says)")
-        first = run_agent(client, urls, on_step=_printer(width))
+        first = run_agent(client, urls, on_step=_printer(width), conversation="1")
         say(f"Without affinity: model switched {first.switches} time(s)")
         say(f"\nRun 2: with X-Model-Affinity: {affinity_id} (turn 1's model is pinned)")
-        second = run_agent(client, urls, affinity_id, on_step=_printer(width))
+        second = run_agent(client, urls, affinity_id, on_step=_printer(width), conversation="2")
         say(_summary(second))
+    say(f"\nPrompt-cache hit ratio: without affinity {first.cache_ratio:.0%}, "
+        f"with affinity {second.cache_ratio:.0%} (cached prompt tokens / prompt tokens)")
     say("\nFinal answer (run 2):")
     answer = second.answer or "(none: the agent ran out of turns)"
     for line in answer.splitlines():

@@ -4,7 +4,10 @@ response shapes, both ways: OpenAI clients served by Anthropic models
 OpenAI-compatible models (``messages_to_chat_request``, ``chat_to_messages_response``).
 
 Pure functions, dicts in and dicts out. A request that cannot be expressed in the other shape
-raises ``TranslationError`` (a 400). Streams are in ``anthropic_stream``.
+raises ``TranslationError`` (a 400), except where the caller passes ``drops``: then a part the
+other shape has no place for (a role, a content block, a server tool it does not know, as
+newer clients send) is left out and named in ``drops``, since the provider of the client's
+own API would have taken it (SPEC 6). Streams are in ``anthropic_stream``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ _TOOL_CHOICES: dict[str, dict[str, Any]] = {
 }
 
 
-def chat_to_messages_request(chat: dict[str, Any], model_id: str, *, sampling: bool = True) -> dict[str, Any]:
+def dropped(drops: list[str] | None, what: str, error: TranslationError) -> None:
+    """Leave a part out and say so, or refuse the request when the caller keeps no list."""
+    if drops is None:
+        raise error
+    drops.append(what)
+
+
+def chat_to_messages_request(
+    chat: dict[str, Any], model_id: str, *, sampling: bool = True, drops: list[str] | None = None
+) -> dict[str, Any]:
     """An OpenAI Chat Completions request -> an Anthropic Messages request for ``model_id``.
 
     ``sampling=False`` drops temperature and top_p: Anthropic deprecated them, and models
@@ -61,13 +73,15 @@ def chat_to_messages_request(chat: dict[str, Any], model_id: str, *, sampling: b
                 system.append(text)
             continue
         if role == "user":
-            blocks = _user_blocks(message.get("content"), where)
+            blocks = _user_blocks(message.get("content"), where, drops)
         elif role == "assistant":
             blocks = _assistant_blocks(message, where)
         elif role == "tool":
             role, blocks = "user", [_tool_result(message, where)]
         else:
-            raise TranslationError(f"{where}.role {role!r} is not supported", param=f"{where}.role")
+            error = TranslationError(f"{where}.role {role!r} is not supported", param=f"{where}.role")
+            dropped(drops, "role", error)
+            continue
         if not blocks:
             continue
         # Anthropic wants strictly alternating turns; the tool results of one assistant
@@ -107,7 +121,7 @@ def chat_to_messages_request(chat: dict[str, Any], model_id: str, *, sampling: b
     n = chat.get("n")
     if n not in (None, 1):
         raise TranslationError("n > 1 is not supported by Anthropic models", param="n")
-    _add_tools(chat, out)
+    _add_tools(chat, out, drops)
     return out
 
 
@@ -149,7 +163,7 @@ def messages_to_chat_response(
     }
 
 
-def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, where: str, drops: list[str] | None) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
@@ -166,10 +180,11 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "file":
             blocks.append(_document_block(part.get("file"), here))
         else:
-            raise TranslationError(
+            error = TranslationError(
                 f"{here}: content part type {kind!r} is not supported by Anthropic models",
                 param=here,
             )
+            dropped(drops, "content_part", error)
     return blocks
 
 
@@ -268,7 +283,7 @@ def _max_tokens(chat: dict[str, Any]) -> int:
     return DEFAULT_MAX_TOKENS
 
 
-def _add_tools(chat: dict[str, Any], out: dict[str, Any]) -> None:
+def _add_tools(chat: dict[str, Any], out: dict[str, Any], drops: list[str] | None) -> None:
     tools = chat.get("tools")
     if not tools:
         return  # Anthropic rejects tool_choice without tools
@@ -278,12 +293,16 @@ def _add_tools(chat: dict[str, Any], out: dict[str, Any]) -> None:
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise TranslationError(f"tools[{i}]: only function tools are supported", param=f"tools[{i}]")
+            error = TranslationError(f"tools[{i}]: only function tools are supported", param=f"tools[{i}]")
+            dropped(drops, "tool", error)
+            continue
         entry: dict[str, Any] = {"name": function.get("name", "")}
         if function.get("description"):
             entry["description"] = function["description"]
         entry["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
         converted.append(entry)
+    if not converted:
+        return  # every tool was dropped: tool_choice would name none
     out["tools"] = converted
 
     choice = chat.get("tool_choice")
@@ -312,7 +331,8 @@ _CHAT_TOOL_CHOICES: dict[str, str] = {"auto": "auto", "any": "required", "none":
 
 
 def messages_to_chat_request(
-    msg: dict[str, Any], model_id: str, *, max_tokens_field: str = "max_tokens"
+    msg: dict[str, Any], model_id: str, *, max_tokens_field: str = "max_tokens",
+    drops: list[str] | None = None,
 ) -> dict[str, Any]:
     """An Anthropic Messages request -> an OpenAI Chat Completions request for ``model_id``.
 
@@ -330,13 +350,18 @@ def messages_to_chat_request(
         where = f"messages[{i}]"
         role = message.get("role") if isinstance(message, dict) else None
         if role == "user":
-            out_messages.extend(_user_messages(message.get("content"), where))
+            out_messages.extend(_user_messages(message.get("content"), where, drops))
         elif role == "assistant":
             assistant = _assistant_message(message.get("content"), where)
             if assistant is not None:
                 out_messages.append(assistant)
+        elif role == "system" and drops is not None:
+            # Newer Claude Code sends system turns inside `messages`: OpenAI has them too.
+            text = text_of(message.get("content"))
+            if text:
+                out_messages.append({"role": "system", "content": text})
         else:
-            raise TranslationError(f"{where}.role {role!r} is not supported", param=where)
+            dropped(drops, "role", TranslationError(f"{where}.role {role!r} is not supported", param=where))
 
     out: dict[str, Any] = {"model": model_id, "messages": out_messages}
     if isinstance(msg.get("max_tokens"), int):
@@ -353,7 +378,7 @@ def messages_to_chat_request(
     metadata = msg.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
-    _add_chat_tools(msg, out)
+    _add_chat_tools(msg, out, drops)
     return out
 
 
@@ -392,7 +417,7 @@ def chat_to_messages_response(chat: dict[str, Any], model: str) -> dict[str, Any
     }
 
 
-def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_messages(content: Any, where: str, drops: list[str] | None) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     if not isinstance(content, list):
@@ -418,7 +443,10 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
                 }
             )
         else:
-            raise TranslationError(f"{here}: block type {kind!r} is not supported by this model", param=here)
+            error = TranslationError(
+                f"{here}: block type {kind!r} is not supported by this model", param=here
+            )
+            dropped(drops, "content_block", error)
     if not parts:
         return tool_messages
     if len(parts) == 1 and parts[0]["type"] == "text":
@@ -458,7 +486,7 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
     return message
 
 
-def _add_chat_tools(msg: dict[str, Any], out: dict[str, Any]) -> None:
+def _add_chat_tools(msg: dict[str, Any], out: dict[str, Any], drops: list[str] | None) -> None:
     tools = msg.get("tools")
     if not tools:
         return
@@ -466,15 +494,19 @@ def _add_chat_tools(msg: dict[str, Any], out: dict[str, Any]) -> None:
     for i, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else "?"
         if kind not in (None, "custom"):
-            raise TranslationError(
+            error = TranslationError(
                 f"tools[{i}]: server tool {kind!r} is not supported by this model",
                 param=f"tools[{i}]",
             )
+            dropped(drops, "tool", error)
+            continue
         function: dict[str, Any] = {"name": tool.get("name", "")}
         if tool.get("description"):
             function["description"] = tool["description"]
         function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
         converted.append({"type": "function", "function": function})
+    if not converted:
+        return  # every tool was dropped: tool_choice would name none
     out["tools"] = converted
 
     choice = msg.get("tool_choice")

@@ -198,6 +198,7 @@ class MessagesToChatStream(_StreamTranslator):
         self.usage = {
             "prompt_tokens": converted["prompt_tokens"],
             "completion_tokens": converted["completion_tokens"],
+            "cached_prompt_tokens": converted["prompt_tokens_details"]["cached_tokens"],
         }
 
     def _end(self) -> bytes:
@@ -347,9 +348,11 @@ class ChatToMessagesStream(_StreamTranslator):
     def _add_usage(self, usage: dict[str, Any]) -> None:
         self._raw_usage = usage
         converted = messages_usage(usage)
+        cached = converted.get("cache_read_input_tokens", 0)
         self.usage = {
-            "prompt_tokens": converted["input_tokens"] + converted.get("cache_read_input_tokens", 0),
+            "prompt_tokens": converted["input_tokens"] + cached,
             "completion_tokens": converted["output_tokens"],
+            "cached_prompt_tokens": cached,
         }
 
     def _end(self) -> bytes:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from gateway.config import ModelProvider
-
-if TYPE_CHECKING:
-    from gateway.apis.base import ClientRequest
 
 
 def request_headers(provider: ModelProvider) -> dict[str, str]:
@@ -17,10 +14,6 @@ def request_headers(provider: ModelProvider) -> dict[str, str]:
     if provider.access_key:
         headers["authorization"] = f"Bearer {provider.access_key}"
     return headers
-
-
-def request_body(request: ClientRequest, model_id: str) -> bytes:
-    return chat_request_body(request.payload, request.raw, model_id)
 
 
 def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:

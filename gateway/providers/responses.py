@@ -2,10 +2,12 @@
 a chat request (for OpenAI-compatible servers without `/responses`), and a chat completion
 as a Responses `response` object. Pure functions, dicts in and dicts out.
 
-Reasoning items have no chat equivalent and are dropped (a chat model never made them);
-hosted tools (web search, file search, computer use...) cannot run on a chat model and are a
-400 naming the tool. The request was validated by `gateway.apis.responses` first, so shapes
-are trusted here; what is only dropped is logged.
+Reasoning items have no chat equivalent and are dropped (a chat model never made them).
+Hosted tools (web search, file search, computer use...) cannot run on a chat model: offered
+in `tools` they are left out and named in the caller's `drops` (Codex CLI offers
+`web_search` on every request, and refusing it would refuse Codex on every translated
+model); forced by `tool_choice`, or with no `drops` list given, they are a 400 naming the
+tool. The request was validated by `gateway.apis.responses` first, so shapes are trusted.
 """
 
 from __future__ import annotations
@@ -114,12 +116,15 @@ def _add_message(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:
         messages.append({"role": chat_role, "content": parts})
 
 
-def to_chat_tools(tools: Any) -> list[dict[str, Any]]:
+def to_chat_tools(tools: Any, drops: list[str] | None = None) -> list[dict[str, Any]]:
     out = []
     for index, tool in enumerate(tools or ()):
         kind = tool.get("type")
         if kind != "function":
-            raise hosted_tool_error(str(kind), f"tools[{index}]")
+            if drops is None:
+                raise hosted_tool_error(str(kind), f"tools[{index}]")
+            drops.append("tool")  # a label: its kinds are the clients' to name
+            continue
         function: dict[str, Any] = {"name": tool["name"]}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
@@ -139,12 +144,12 @@ def to_chat_tool_choice(choice: Any) -> Any:
 
 
 def to_chat_request(
-    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str
+    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str, drops: list[str] | None = None
 ) -> dict[str, Any]:
     """A Responses request (its input already expanded with any stored context) -> chat."""
     messages = to_chat_messages(items, payload.get("instructions"))
     chat: dict[str, Any] = {"model": model_id, "messages": messages}
-    tools = to_chat_tools(payload.get("tools"))
+    tools = to_chat_tools(payload.get("tools"), drops)
     if tools:
         chat["tools"] = tools
         if payload.get("tool_choice") is not None:

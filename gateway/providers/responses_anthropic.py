@@ -27,14 +27,14 @@ from gateway.providers.responses_stream import _STOP_REASONS
 
 
 def to_messages_request(
-    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str
+    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str, drops: list[str] | None = None
 ) -> dict[str, Any]:
-    chat = to_chat_request(payload, items, model_id)
+    chat = to_chat_request(payload, items, model_id, drops)
     chat.pop("stream_options", None)
     chat.pop("response_format", None)
     chat.pop("reasoning_effort", None)
     chat.pop("parallel_tool_calls", None)
-    messages = anthropic.chat_to_messages_request(chat, model_id)
+    messages = anthropic.chat_to_messages_request(chat, model_id, drops=drops)
     if payload.get("parallel_tool_calls") is False and isinstance(messages.get("tool_choice"), dict):
         messages["tool_choice"]["disable_parallel_tool_use"] = True
     return messages

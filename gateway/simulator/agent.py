@@ -60,6 +60,7 @@ class Conversation:
     prompt_chars: int
     digest: str  # hash of the raw body: ids derive from it so they are deterministic too
     include_usage: bool = False  # OpenAI stream_options.include_usage
+    cached_tokens: int = 0  # the part of the prompt read from the model's prompt cache
 
     @property
     def prompt_tokens(self) -> int:

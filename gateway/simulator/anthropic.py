@@ -94,10 +94,7 @@ def render(conversation: Conversation, reply: Reply, created: int) -> bytes:
             **_message(conversation),
             "content": [_block(conversation, reply, full=True)],
             "stop_reason": _stop_reason(reply),
-            "usage": {
-                "input_tokens": conversation.prompt_tokens,
-                "output_tokens": len(reply.tokens),
-            },
+            "usage": {**_input_usage(conversation), "output_tokens": len(reply.tokens)},
         }
     )
 
@@ -107,7 +104,7 @@ def stream(conversation: Conversation, reply: Reply, created: int) -> StreamEven
         **_message(conversation),
         "content": [],
         "stop_reason": None,
-        "usage": {"input_tokens": conversation.prompt_tokens, "output_tokens": 1},
+        "usage": {**_input_usage(conversation), "output_tokens": 1},
     }
     events: StreamEvents = [
         (0, sse({"type": "message_start", "message": start}, "message_start")),
@@ -140,6 +137,20 @@ def stream(conversation: Conversation, reply: Reply, created: int) -> StreamEven
 def error(status: int, message: str, param: str | None = None) -> bytes:
     kind = _ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def _input_usage(conversation: Conversation) -> JsonObject:
+    """Anthropic counts cache reads apart from `input_tokens`."""
+    cached = conversation.cached_tokens
+    return {"input_tokens": conversation.prompt_tokens - cached, "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0}
+
+
+def count_tokens(raw: Any) -> bytes:
+    """POST /v1/messages/count_tokens: the prompt tokens `parse` would count (no max_tokens)."""
+    body = require_object(raw)
+    conversation = parse({**body, "max_tokens": 1}, "count")
+    return orjson.dumps({"input_tokens": conversation.prompt_tokens})
 
 
 def _event(kind: str, **fields: Any) -> bytes:

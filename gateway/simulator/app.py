@@ -7,6 +7,7 @@ under thousands of requests per second as every upstream of the gateway.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import random
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.simulator import anthropic, openai
 from gateway.simulator.agent import BadRequest, JsonObject, reply
+from gateway.simulator.cache import PrefixCache
 from gateway.simulator.responses import ResponsesApi
 from gateway.simulator.wire import Api, StreamEvents
 
@@ -72,6 +74,7 @@ class Simulator:
         self._stats = dict.fromkeys(
             ("requests", "open_streams", "completed_streams", "cancelled_streams"), 0
         )
+        self._cache = PrefixCache()
         self._apis: dict[str, Api] = {
             "/v1/chat/completions": openai.API,
             "/v1/messages": anthropic.API,
@@ -103,6 +106,11 @@ class Simulator:
             await self._complete(api, body if valid else None, parsed, receive, send)
         elif api is not None:
             await _respond(send, 405, api.error(405, f"method {method} not allowed", None))
+        elif path == "/v1/messages/count_tokens" and method == "POST":
+            try:
+                await _respond(send, 200, anthropic.count_tokens(parsed))
+            except BadRequest as exc:
+                await _respond(send, 400, anthropic.error(400, exc.message, exc.param))
         elif path == "/v1/models" and method == "GET":
             await _respond(send, 200, _MODELS)
         elif path == "/healthz" and method == "GET":
@@ -133,6 +141,8 @@ class Simulator:
             return
         jitter = self._rng.uniform(0, settings.jitter_ms) if settings.jitter_ms else 0.0
         first = start + (settings.ttft_ms + jitter) / 1000
+        cached = self._cache.read(conversation.model, parsed, conversation.prompt_tokens)
+        conversation = dataclasses.replace(conversation, cached_tokens=cached)
         answer = reply(conversation, settings.answer_tokens)
         created = int(time.time())
         if not conversation.stream:

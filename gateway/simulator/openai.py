@@ -175,6 +175,7 @@ def _usage(conversation: Conversation, reply: Reply) -> JsonObject:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": conversation.cached_tokens},
     }
 
 

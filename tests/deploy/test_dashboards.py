@@ -33,11 +33,13 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_tokens_total": ("counter", frozenset({"model", "kind"})),
     "gateway_upstream_errors_total": ("counter", frozenset({"provider", "reason"})),
     "gateway_inflight_requests": ("gauge", frozenset()),
+    "gateway_affinity_sources_total": ("counter", frozenset({"source"})),
+    "gateway_translation_drops_total": ("counter", frozenset({"api", "what"})),
 }
 # Label values that are a closed set in the SPEC.
 LABEL_VALUES = {
     "event": {"hit", "new", "race_lost", "evicted", "error", "degraded"},
-    "kind": {"prompt", "completion"},
+    "kind": {"prompt", "completion", "cached_prompt"},
     "source": {"router", "affinity", "fallback"},
 }
 # Labels Prometheus attaches to every scraped series (Kubernetes service discovery).
@@ -184,6 +186,9 @@ def test_dashboard_answers_the_operator_questions(dashboard: dict[str, Any]) -> 
         "tokens by model": "sum by (model, kind) (rate(gateway_tokens_total",
         "in-flight": "gateway_inflight_requests",
         "pins": "gateway_affinity_pins",
+        "prompt-cache hit ratio by model": 'sum by (model) (rate(gateway_tokens_total{'
+        'namespace=~"$namespace", kind="cached_prompt"}',
+        "session sources": "sum by (source) (rate(gateway_affinity_sources_total",
     }
     assert {question for question, fragment in wanted.items() if fragment not in exprs} == set()
 

@@ -41,7 +41,7 @@ def replica(simulator: ThreadServer) -> Any:
         (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', 400, "invalid_type"),
         (b'{"model": "fast", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
          400, "invalid_type"),
-        (b'{"model": "fast", "messages": [{"role": "wizard", "content": "x"}]}', 400, "invalid_value"),
+        (b'{"model": "fast", "messages": [{"role": 7, "content": "x"}]}', 400, "invalid_value"),
         (b'{"model": "gpt-99", "messages": [{"role": "user", "content": "x"}]}', 404, "model_not_found"),
         (b'{"model": "fast", "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
          413, "body_too_large"),

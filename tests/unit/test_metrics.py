@@ -116,7 +116,7 @@ def test_tallies_flush_into_the_same_exposition_as_direct_updates() -> None:
 
 def test_token_counts_that_are_not_counts_are_not_counted() -> None:
     assert usage_of(b'{"usage": {"prompt_tokens": -5, "completion_tokens": "7"}}') == {
-        "prompt_tokens": 0, "completion_tokens": 0}
+        "prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}
     metrics = Metrics()
     metrics.usage("m", -5, 3)  # a negative increment would make every later flush fail
     metrics.request("chat_completions", "m", 200, 0.1)

@@ -311,7 +311,7 @@ def test_text_stream_read_by_openai_sdk() -> None:
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (35, 15)
-    assert translator.usage == {"prompt_tokens": 35, "completion_tokens": 15}
+    assert translator.usage == {"prompt_tokens": 35, "completion_tokens": 15, "cached_prompt_tokens": 10}
     assert translator.first_content_sent
 
 
@@ -408,7 +408,7 @@ def test_without_include_usage_there_is_no_usage_anywhere() -> None:
     translator = to_chat(include_usage=False)
     chunks = chat_chunks(run(translator, [ANTHROPIC_TEXT]))
     assert all("usage" not in c and c["choices"] for c in chunks)
-    assert translator.usage == {"prompt_tokens": 35, "completion_tokens": 15}
+    assert translator.usage == {"prompt_tokens": 35, "completion_tokens": 15, "cached_prompt_tokens": 10}
 
 
 def test_truncated_anthropic_stream_ends_with_an_error() -> None:
@@ -525,7 +525,7 @@ def test_text_stream_read_by_anthropic_sdk() -> None:
         "message_delta",
         "message_stop",
     ]
-    assert translator.usage == {"prompt_tokens": 19, "completion_tokens": 10}
+    assert translator.usage == {"prompt_tokens": 19, "completion_tokens": 10, "cached_prompt_tokens": 4}
     assert translator.first_content_sent
 
 
