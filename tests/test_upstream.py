@@ -80,6 +80,14 @@ class Scripted:
             writer.close()
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the loop until `condition()` holds; fail at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.001)
+
+
 def client(**settings: int) -> UpstreamClient:
     return UpstreamClient(UpstreamConfig(**settings))
 
@@ -155,24 +163,46 @@ def test_a_body_ended_by_closing_the_connection_is_whole_and_not_reused(runner: 
     runner(main())
 
 
-def test_a_kept_alive_connection_dropped_as_the_request_goes_out_is_resent_once(
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_not_used_again(
+    runner: Runner,
+) -> None:
+    async def main() -> None:
+        async def answer_then_close(writer: asyncio.StreamWriter, nth: int) -> bool:
+            writer.write(OK)  # keep-alive by its headers, then closed: an idle timeout
+            return False
+
+        async with Scripted(answer_then_close) as server:
+            upstream = await opened()
+            for _ in range(2):
+                response = await upstream.post(server.url(), {}, BODY)
+                assert await response.read() == b'{"ok":true}'
+                await until(lambda: server.open == 0)  # the FIN is on its way, maybe unread
+            await upstream.close()
+        assert server.connections == 2
+        assert len(server.requests) == 2  # seen closed before writing: nothing was sent twice
+    runner(main())
+
+
+def test_a_provider_that_reads_the_request_then_drops_the_connection_gets_it_once(
     runner: Runner,
 ) -> None:
     async def main() -> None:
         async def answer(writer: asyncio.StreamWriter, nth: int) -> bool:
             if nth == 2:
-                return False  # the keep-alive race: the server closes as the request arrives
+                await asyncio.sleep(0.05)  # read it whole, then gone without a word
+                return False
             writer.write(OK)
             return True
 
         async with Scripted(answer) as server:
             upstream = await opened()
-            for _ in range(2):
-                response = await upstream.post(server.url(), {}, BODY)
-                assert await response.read() == b'{"ok":true}'
+            for _ in range(3):
+                assert await (await upstream.post(server.url(), {}, BODY)).read() == b'{"ok":true}'
+                with pytest.raises(BadGateway) as caught:  # it may be billed: never twice
+                    await upstream.post(server.url(), {}, BODY)
+                assert caught.value.reason == "reset"
             await upstream.close()
-        assert server.connections == 2
-        assert len(server.requests) == 3
+        assert len(server.requests) == 6
     runner(main())
 
 
@@ -349,7 +379,7 @@ def test_a_stall_mid_body_is_a_504_from_the_stream(runner: Runner) -> None:
             return False
 
         async with Scripted(stall) as server:
-            upstream = await opened(first_byte_timeout_ms=100)
+            upstream = await opened(read_timeout_ms=100)
             response = await upstream.post(server.url(), {}, BODY)
             received = []
             with pytest.raises(GatewayTimeout):
@@ -370,7 +400,7 @@ def test_the_total_timeout_bounds_a_body_that_trickles(runner: Runner) -> None:
                 await asyncio.sleep(0.02)
 
         async with Scripted(trickle) as server:
-            upstream = await opened(first_byte_timeout_ms=1000, total_timeout_ms=300)
+            upstream = await opened(read_timeout_ms=1000, total_timeout_ms=300)
             response = await upstream.post(server.url(), {}, BODY)
             with pytest.raises(GatewayTimeout):
                 await response.read()
