@@ -19,7 +19,7 @@ from gateway.config import Config
 from gateway.decider import Decider, Outcome
 from gateway.dispatch import Dispatcher, Served
 from gateway.errors import BadGateway, GatewayError, ServiceUnavailable, UpstreamError
-from gateway.http import header, read_body, respond, wait_for_disconnect
+from gateway.http import DisconnectWatch, header, read_body, respond, wait_for_disconnect
 from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
@@ -118,12 +118,14 @@ class Pipeline:
         status = 500
         responding = False  # once the response has begun, an error cannot become a status
         tenant: str | None = None
+        watch: DisconnectWatch | None = None
         self.metrics.started()
         try:
             admitted = self.admit(scope)
             self.concurrency.acquire(admitted)
             tenant = admitted
             request, outcome = await self.prepare(scope, receive, api, tenant)
+            watch = DisconnectWatch(receive)  # a client that leaves ends the upstream wait and read
             try:
                 served = await self.dispatcher.call(request, outcome.decision, api.name)
                 if outcome.key is not None and served.provider.model != outcome.decision.model:
@@ -140,10 +142,18 @@ class Pipeline:
             status = 200
             responding = True
             if request.stream:
+                watch.stop()  # the stream watches for itself
                 usage = await self._stream(served, request, api, headers, send, receive, started)
             else:
-                usage = await self._whole(served, headers, send)
+                usage = await self._whole(served, headers, send, watch)
+        except asyncio.CancelledError:
+            if watch is None or not watch.left:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            status = 499  # the client left: nobody to answer
         except GatewayError as error:
+            if watch is not None:
+                watch.stop()
             status = error.status
             model = served.provider.model if served else None
             extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
@@ -151,12 +161,16 @@ class Pipeline:
         except Exception:
             # A bug, not a request problem: log it, answer in the API's envelope if still possible
             # (without Starlette's error middleware on this path, nobody else would).
+            if watch is not None:
+                watch.stop()
             logger.exception("unhandled error in request %s", rid)
             status = 500
             if not responding:
                 internal = GatewayError("internal gateway error", code="internal_error")
                 await respond(send, 500, api.error_body(internal), decision_headers(rid, None, None))
         finally:
+            if watch is not None:
+                watch.stop()
             if tenant is not None:
                 self.concurrency.release(tenant)
             self.metrics.finished()
@@ -183,9 +197,12 @@ class Pipeline:
             completion_tokens=usage["completion_tokens"] if usage else None,
         )
 
-    async def _whole(self, served: Served, headers: Headers, send: Send) -> dict[str, int] | None:
+    async def _whole(
+        self, served: Served, headers: Headers, send: Send, watch: DisconnectWatch
+    ) -> dict[str, int] | None:
         started = time.perf_counter()
         body = await served.response.read()
+        watch.stop()
         provider = served.provider
         self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
         translate = served.exchange.response_body

@@ -7,7 +7,7 @@ through, the others translate (Anthropic Messages <-> OpenAI Chat Completions).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -117,5 +117,20 @@ EXCHANGES: dict[tuple[ClientApi, str], Exchange] = {
 }
 
 
-def exchange_for(client_api: ClientApi, interface: str) -> Exchange:
-    return EXCHANGES[(client_api, interface)]
+def exchange_for(client_api: ClientApi, interface: str, max_event_size: int | None = None) -> Exchange:
+    """The exchange for a pair; with `max_event_size`, a translated stream's SSE lines and events
+    are capped at it (pass-through streams are relayed as bytes and never held whole)."""
+    exchange = EXCHANGES[(client_api, interface)]
+    limited = LIMITED_STREAMS.get((client_api, interface))
+    if max_event_size is None or limited is None:
+        return exchange
+    limit = max_event_size
+    return replace(exchange, stream=lambda model, include_usage: limited(model, include_usage, limit))
+
+
+LIMITED_STREAMS: dict[tuple[ClientApi, str], Callable[[str, bool, int], StreamTranslator]] = {
+    ("openai", "anthropic"): lambda model, include_usage, limit: MessagesToChatStream(
+        model, include_usage, max_event_size=limit),
+    ("anthropic", "openai"): lambda model, include_usage, limit: ChatToMessagesStream(
+        model, max_event_size=limit),
+}
