@@ -114,7 +114,7 @@ def test_requests_share_one_kept_alive_connection_and_say_what_they_send(runner:
         lines = head.split(b"\r\n")
         assert lines[0] == b"POST /v1/chat?x=1 HTTP/1.1"
         assert f"host: 127.0.0.1:{server.port}".encode() in lines
-        assert b"content-length: %d" % len(BODY) in lines
+        assert b"Content-Length: %d" % len(BODY) in lines
         assert b"accept-encoding: identity" in lines  # bodies are scanned and passed on as sent
         assert b"authorization: Bearer sk-test" in lines
         assert body == BODY

@@ -67,7 +67,8 @@ class Target:
 
 
 def request_bytes(target: Target, headers: Mapping[str, str], body: bytes) -> bytes:
-    head = [target.head, f"content-length: {len(body)}\r\n"]
+    # Canonical case: some proxies (proxy.py) match it case-sensitively and add a second one.
+    head = [target.head, f"Content-Length: {len(body)}\r\n"]
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             # never the value in the message: it is usually a key
