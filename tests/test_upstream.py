@@ -10,6 +10,8 @@ import re
 import socket
 import ssl
 import struct
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -181,6 +183,49 @@ def test_a_kept_alive_connection_the_server_closed_while_idle_is_not_used_again(
         assert server.connections == 2
         assert len(server.requests) == 2  # seen closed before writing: nothing was sent twice
     runner(main())
+
+
+def test_a_fin_the_loop_has_not_read_yet_is_seen_on_the_socket_before_reuse(runner: Runner) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+    close_first, first_closed = threading.Event(), threading.Event()
+
+    def serve() -> None:  # blocking sockets in a thread: the client's loop is not needed here
+        for nth in range(2):
+            conn, _ = listener.accept()
+            data = b""
+            while not data.endswith(BODY):
+                data += conn.recv(65536)
+            requests.append(data)
+            conn.sendall(OK)
+            if nth == 0:
+                close_first.wait(5)
+                conn.close()  # the FIN goes out while the client's loop is blocked
+                first_closed.set()
+            else:
+                conn.recv(1)  # until the client goes
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        upstream = await opened()
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        assert await (await upstream.post(url, {}, BODY)).read() == b'{"ok":true}'
+        close_first.set()
+        assert first_closed.wait(5)
+        time.sleep(0.1)  # idle past the poll threshold, and the loop never ran to read the FIN
+        assert await (await upstream.post(url, {}, BODY)).read() == b'{"ok":true}'
+        await upstream.close()
+
+    try:
+        runner(main())
+        thread.join(5)
+    finally:
+        listener.close()
+    assert len(requests) == 2  # the closed connection was seen before anything was written to it
 
 
 def test_a_provider_that_reads_the_request_then_drops_the_connection_gets_it_once(

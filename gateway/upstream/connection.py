@@ -117,13 +117,13 @@ class Connection(asyncio.Protocol):
         return (self.complete and self.keep_alive and not self.closed and self.error is None
                 and self.transport is not None and not self.transport.get_write_buffer_size())
 
-    def still_open(self) -> bool:
+    def still_open(self, check_socket: bool) -> bool:
         """For an idle connection about to be reused: False when the server has closed it, or
-        sent anything unasked, as seen on the socket itself (the loop may not have read the FIN
-        yet; urllib3 and httpcore check idle sockets the same way)."""
+        sent anything unasked. With `check_socket`, as seen on the socket itself: the loop may
+        not have read a FIN that just arrived (urllib3 and httpcore poll idle sockets too)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
-        return self._poll is None or not self._poll.poll(0)
+        return not check_socket or self._poll is None or not self._poll.poll(0)
 
     def abort(self) -> None:
         self.closed = True
