@@ -6,6 +6,7 @@ connection cap, TLS, and how each failure reaches the gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
@@ -78,8 +79,10 @@ class Scripted:
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
-            self.open -= 1
             writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()  # the FIN is out: `open` counts it closed only now
+            self.open -= 1
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -170,7 +173,8 @@ def test_a_kept_alive_connection_the_server_closed_while_idle_is_not_used_again(
 ) -> None:
     async def main() -> None:
         async def answer_then_close(writer: asyncio.StreamWriter, nth: int) -> bool:
-            writer.write(OK)  # keep-alive by its headers, then closed: an idle timeout
+            writer.write(OK)  # keep-alive by its headers, then closed: a short idle timeout
+            await asyncio.sleep(0.1)
             return False
 
         async with Scripted(answer_then_close) as server:
