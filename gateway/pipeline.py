@@ -151,6 +151,8 @@ class Pipeline:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             status = 499  # the client left: nobody to answer
+            if served is not None:
+                served.response.close()  # left between the headers and the body: dropped
         except GatewayError as error:
             if watch is not None:
                 watch.stop()

@@ -65,7 +65,6 @@ class Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False  # read as the response ends (llhttp forgets it after)
-        self.received = False  # any byte of the current response
         self.framed = False  # Content-Length or chunked: an EOF before the end is a cut
         self._interim = False  # parsing a 1xx response, which ends before the real one
         self._interims = 0
@@ -151,7 +150,6 @@ class Connection(asyncio.Protocol):
         if not self.in_use:  # bytes nobody asked for: the connection cannot be trusted again
             self.abort()
             return
-        self.received = True
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
