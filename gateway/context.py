@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gateway.apis import ClientApi, ClientRequest
 from gateway.decider import Plan
 from gateway.dispatch import Served
+from gateway.http import DisconnectWatch
 from gateway.sessions import Seen
 from gateway.types import Scope
 
@@ -29,6 +30,11 @@ class RequestContext:
     status: int = 500
     responding: bool = False  # once the response has begun, an error cannot become a status
     recorded: bool = False  # metrics and the access line are written once, before the last byte
+    watch: DisconnectWatch | None = None  # ends the upstream wait if the client leaves
+
+    def stop_watching(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
 
     @property
     def forward(self) -> tuple[tuple[str, str, str], ...]:

@@ -5,9 +5,13 @@ model serves; provider errors mapped to what the client should see."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
 
 import orjson
 
@@ -25,6 +29,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 10.0
 # Statuses the client is told as they are: the request itself was refused upstream.
 CLIENT_STATUSES = frozenset({400, 409, 413, 422, 429})
+# Passed to the client on a 429 or 503 the gateway gives up on, for its own backoff.
+RETRY_HEADERS = frozenset({"retry-after", "retry-after-ms"})
+RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 _SECRET_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*.]{6,}")
 
 
@@ -68,20 +75,23 @@ class Dispatcher:
         self, request: ClientRequest, models: tuple[str, ...], api: ClientApi, forward: Forward
     ) -> Served:
         last: UpstreamError | None = None
-        for model in models:
-            provider = self.config.resolve(model)
-            assert provider is not None  # plans name configured models (or a wildcard's)
-            exchange = api.exchange(provider)
-            try:
-                response = await self._send(provider, exchange, request, api, forward)
-            except UpstreamError as exc:
-                last = exc
-                if exc.request_at_fault:
-                    raise  # another model would refuse it too
-                continue
-            return Served(response, provider, exchange)
-        assert last is not None
-        raise last
+        try:
+            for model in models:
+                provider = self.config.resolve(model)
+                assert provider is not None  # plans name configured models (or a wildcard's)
+                exchange = api.exchange(provider)
+                try:
+                    response = await self._send(provider, exchange, request, api, forward)
+                except UpstreamError as exc:
+                    last = exc
+                    if exc.request_at_fault:
+                        raise  # another model would refuse it too
+                    continue
+                return Served(response, provider, exchange)
+            assert last is not None
+            raise last
+        finally:
+            last = None  # raised, it holds this frame: without this, a cycle only the GC frees
 
     async def _follow(self, plan: Plan, model: str) -> Plan:
         """A first turn served by a fallback: the pin moves to it, so the session's later
@@ -131,25 +141,31 @@ class Dispatcher:
         retries = self.config.upstream.max_retries
         attempt = 0
         while True:
-            retry_after: float | None = None
+            hint: float | None = None
             try:
                 response = await self.upstream.post(url, headers, body)
             except UpstreamError as exc:
                 self.metrics.upstream_error(provider.provider, exc.reason)
+                # Only a failed connect is retried: nothing of the request left the gateway. A
+                # reset or a timeout after the request was written may follow a provider that
+                # read it, and would bill it twice.
                 if exc.reason != "connect" or attempt >= retries:
                     raise
             else:
                 if 200 <= response.status < 300:
                     return response  # a redirect is an error too: following it would send the key on
-                error = status_error(provider, response.status, await response.read())
+                message = await response.read_some(self.config.upstream.max_error_body_bytes)
+                error = status_error(provider, response.status, message, response.headers)
                 self.metrics.upstream_error(provider.provider, error.reason)
                 if response.status not in RETRY_STATUSES or attempt >= retries:
                     raise error
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
-                    raise error
+                hint = retry_hint(response.headers)
+                if hint is not None and hint > MAX_RETRY_AFTER_S:
+                    raise error  # the client is told how long to wait (its Retry-After)
             attempt += 1
-            await asyncio.sleep(retry_after if retry_after is not None else self._backoff(attempt))
+            # The provider's hint raises the backoff, never lowers it: Retry-After: 0 from many
+            # clients at once must not bring them all straight back.
+            await asyncio.sleep(max(hint or 0.0, self._backoff(attempt)))
 
     def _backoff(self, attempt: int) -> float:
         base = self.config.upstream.retry_backoff_ms / 1000 * (2 ** (attempt - 1))
@@ -168,34 +184,66 @@ def with_client_headers(headers: dict[str, str], forward: Forward, interface: st
             headers[name] = value
 
 
+def retry_hint(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from `retry-after-ms` (OpenAI's) or `retry-after` (seconds or a date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"))
+
+
 def parse_retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def status_error(provider: ModelProvider, status: int, body: bytes) -> UpstreamStatusError:
+def passed_headers(status: int, headers: Mapping[str, str]) -> dict[str, str]:
+    """The provider's rate-limit signals that a client's own backoff reads, on a 429 or 503."""
+    if status not in (429, 503):
+        return {}
+    return {name: value for name, value in headers.items()
+            if name in RETRY_HEADERS or name.startswith(RATE_LIMIT_PREFIXES)}
+
+
+def status_error(
+    provider: ModelProvider, status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> UpstreamStatusError:
     """The provider's error, with its message, as what the client should see."""
-    message = scrub(upstream_message(body), provider.access_key)
-    text = f"upstream {provider.model} returned {status}: {message}"
+    message = upstream_message(body)
+    if message is None:  # a proxy's or load balancer's page: not a message meant for clients
+        text = f"upstream {provider.model} returned {status} with a non-JSON body"
+    else:
+        text = f"upstream {provider.model} returned {status}: {scrub(message, provider.access_key)}"
+    extra = passed_headers(status, headers or {})
     if status in CLIENT_STATUSES:
         reason = "rate_limited" if status == 429 else "rejected"  # rejected: `request_at_fault`
-        return UpstreamStatusError(status, text, reason=reason, code="upstream_error")
+        return UpstreamStatusError(status, text, reason=reason, code="upstream_error", headers=extra)
     if status in (401, 403):
         return UpstreamStatusError(502, text, reason="auth", code="upstream_auth_failed")
     if status in (503, 504):
-        return UpstreamStatusError(status, text, reason=f"status_{status}", code="upstream_error")
+        return UpstreamStatusError(status, text, reason=f"status_{status}", code="upstream_error",
+                                   headers=extra)
     return UpstreamStatusError(502, text, reason=f"status_{status // 100}xx", code="upstream_error")
 
 
-def upstream_message(body: bytes) -> str:
+def upstream_message(body: bytes) -> str | None:
+    """The message in a provider's JSON error; None when the body is not JSON at all."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace") or "no message"
+        return None if body.strip() else "no message"
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return str(error["message"])

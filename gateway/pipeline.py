@@ -20,7 +20,7 @@ from gateway.context import RequestContext
 from gateway.decider import Decider, Plan
 from gateway.dispatch import Dispatcher, Served
 from gateway.errors import BadGateway, GatewayError, ServiceUnavailable
-from gateway.http import header, read_body, respond, wait_for_disconnect
+from gateway.http import DisconnectWatch, header, read_body, respond, wait_for_disconnect
 from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
@@ -97,12 +97,22 @@ class Pipeline:
                 if provider is None or provider.interface not in api.exchanges:
                     await self._estimate(ctx, api.estimate(ctx.request), send)
                     return
+            ctx.watch = DisconnectWatch(receive)  # a client that leaves ends the upstream wait and read
             ctx.served, ctx.plan = await self.dispatcher.run(ctx.request, plan, api, ctx.forward)
             if ctx.request.stream:
+                ctx.watch.stop()  # the stream watches for itself
                 await self._stream(ctx, ctx.served, send, receive)
             else:
                 await self._whole(ctx, ctx.served, send)
+        except asyncio.CancelledError:
+            if ctx.watch is None or not ctx.watch.left:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            ctx.status = 499  # the client left: nobody to answer
+            if ctx.served is not None:
+                ctx.served.response.close()  # it left between the headers and the body: dropped
         except GatewayError as error:
+            ctx.stop_watching()
             ctx.status = error.status
             extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
             self._record(ctx)
@@ -110,6 +120,7 @@ class Pipeline:
                           decision_headers(ctx.request_id, ctx.plan, ctx.model) + extra)
         except Exception:
             # A bug, not a request problem: log it, answer in the API's envelope if still possible.
+            ctx.stop_watching()
             logger.exception("unhandled error in request %s", ctx.request_id)
             ctx.status = 500
             self._record(ctx)
@@ -118,6 +129,7 @@ class Pipeline:
                 headers = decision_headers(ctx.request_id, None, None)
                 await respond(send, 500, api.error_body(internal), headers)
         finally:
+            ctx.stop_watching()
             if ctx.tenant is not None:
                 self.concurrency.release(ctx.tenant)
             self.metrics.finished()
@@ -154,6 +166,7 @@ class Pipeline:
     async def _whole(self, ctx: RequestContext, served: Served, send: Send) -> None:
         started = time.perf_counter()
         body = await served.response.read()
+        ctx.stop_watching()
         provider = served.provider
         self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
         translate = served.exchange.response_body
@@ -189,7 +202,8 @@ class Pipeline:
         api = ctx.api
         assert ctx.request is not None
         try:
-            translator = served.exchange.stream(ctx.request, provider.model_id)
+            translator = served.exchange.stream(
+                ctx.request, provider.model_id, self.config.upstream.max_sse_event_bytes)
             ctx.status = 200
             ctx.responding = True
             await send({

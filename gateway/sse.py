@@ -16,7 +16,9 @@ import codecs
 import re
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "encode_event"]
+from gateway.errors import BadGateway
+
+__all__ = ["EventTooLarge", "SSEDecoder", "ServerSentEvent", "encode_event"]
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _BYTES_LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -30,15 +32,36 @@ class ServerSentEvent:
     data: str
 
 
+class EventTooLarge(ValueError):
+    """One line, or one event's data, passed the decoder's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an SSE line or event longer than {limit} characters")
+        self.limit = limit
+
+    def as_upstream_error(self) -> BadGateway:
+        """What the client is told: the stream it was reading ends with this error."""
+        return BadGateway(
+            f"upstream sent an SSE line or event larger than upstream.max_sse_event_bytes ({self.limit})",
+            reason="too_large", code="upstream_event_too_large",
+        )
+
+
 class SSEDecoder:
-    """Turns a byte stream into events, one ``feed`` per network chunk."""
+    """Turns a byte stream into events, one ``feed`` per network chunk. With ``max_event_size``
+    (in characters) a line or an event's data past it raises `EventTooLarge`, so a stream whose
+    line never ends cannot grow the decoder's memory without bound."""
 
-    __slots__ = ("_bom_checked", "_data", "_event", "_partial", "_skip_lf", "_text")
+    __slots__ = ("_bom_checked", "_data", "_data_size", "_event", "_limit", "_partial",
+                 "_partial_size", "_skip_lf", "_text")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_size: int | None = None) -> None:
         # errors="replace": a stray invalid byte must not kill a whole stream.
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._limit = max_event_size
         self._partial: list[str] = []  # the current line, not yet terminated
+        self._partial_size = 0
+        self._data_size = 0
         self._event: str | None = None
         self._data: list[str] = []
         # A chunk that ends in CR may be the first half of a CRLF pair.
@@ -72,16 +95,24 @@ class SSEDecoder:
                 text = text[1:]
         events: list[ServerSentEvent] = []
         start = 0
+        limit = self._limit
         for match in _LINE_END.finditer(text):
             piece = text[start : match.start()]
             if self._partial:
                 self._partial.append(piece)
                 piece = "".join(self._partial)
                 self._partial.clear()
+                self._partial_size = 0
+            if limit is not None and len(piece) > limit:
+                raise EventTooLarge(limit)
             self._line(piece, events)
             start = match.end()
         if start < len(text):
             self._partial.append(text[start:])
+            self._partial_size += len(text) - start
+            if limit is not None and self._partial_size > limit:
+                self._partial.clear()  # what it held is never used; its memory goes now
+                raise EventTooLarge(limit)
         elif start and text[start - 1] == "\r":
             self._skip_lf = True
         return events
@@ -92,6 +123,7 @@ class SSEDecoder:
                 events.append(ServerSentEvent(self._event, "\n".join(self._data)))
             self._event = None
             self._data = []
+            self._data_size = 0
             return
         if line[0] == ":":
             return
@@ -100,6 +132,11 @@ class SSEDecoder:
             value = value[1:]
         if field == "data":
             self._data.append(value)
+            if self._limit is not None:
+                self._data_size += len(value) + 1
+                if self._data_size > self._limit:
+                    self._data = []
+                    raise EventTooLarge(self._limit)
         elif field == "event":
             # An empty type means the default ("message"); None says the same thing here.
             self._event = value or None

@@ -1,4 +1,6 @@
-"""Upstream clients alone: CPU per request of the gateway's client and of aiohttp's.
+"""Upstream clients alone: CPU per request of the gateway's client, aiohttp's and pyreqwest's
+(Rust reqwest under Python: proxies, pool limits and timeouts built in; the library to switch
+to if it ever comes within a few us of the gateway's own).
 
 Both post the same small chat body to the canned upstream (loadtest/upstream.py, on the load
 core), 16 at a time on one uvloop, for a few seconds each, interleaved over rounds; each
@@ -77,7 +79,18 @@ async def drive(call: Callable[[], Awaitable[None]]) -> tuple[int, float]:
     return count, cpu.ru_utime + cpu.ru_stime - started
 
 
-CLIENTS = {"gateway": gateway_client, "aiohttp": aiohttp_client}
+async def pyreqwest_client(url: str) -> tuple[int, float]:
+    from pyreqwest.client import ClientBuilder
+
+    async with ClientBuilder().http1_only().build() as client:
+        async def one() -> None:
+            response = await client.post(url).headers(HEADERS).body_bytes(BODY).build().send()
+            await response.bytes()
+
+        return await drive(one)
+
+
+CLIENTS = {"gateway": gateway_client, "aiohttp": aiohttp_client, "pyreqwest": pyreqwest_client}
 
 
 def measure(name: str, url: str) -> None:

@@ -58,7 +58,9 @@ class Exchange:
     request_body: Callable[[ClientRequest, str, list[str]], bytes]
     # (request, body, model); None: pass the provider's bytes through
     response_body: Callable[[ClientRequest, bytes, str], bytes] | None
-    stream: Callable[[ClientRequest, str], StreamTranslator]  # (request, model)
+    # (request, model, max_event_bytes): a translator that decodes the upstream's events holds
+    # none longer than `max_event_bytes` (`upstream.max_sse_event_bytes`)
+    stream: Callable[[ClientRequest, str, int], StreamTranslator]
 
 
 # (request, tenant) -> the request with what it continues (`context`, `continues`) filled in

@@ -53,7 +53,7 @@ def stream_error(error: GatewayError) -> bytes:
     return encode_event(error.body())
 
 
-def _passthrough_stream(request: ClientRequest, model: str) -> StreamTranslator:
+def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> StreamTranslator:
     cut_short = BadGateway(CUT_SHORT, reason="reset", code="upstream_stream_incomplete")
     return UsageScanner(b"data: [DONE]", stream_error(cut_short))
 
@@ -85,7 +85,8 @@ CHAT = ClientApi(
             headers=anthropic_wire.request_headers,
             request_body=_to_messages,
             response_body=_from_messages,
-            stream=lambda request, model: MessagesToChatStream(model, request.include_usage),
+            stream=lambda request, model, limit: MessagesToChatStream(
+                model, request.include_usage, max_event_size=limit),
         ),
     },
 )

@@ -59,7 +59,7 @@ def stream_error(error: GatewayError) -> bytes:
     return encode_event(error_body(error), event="error")
 
 
-def _passthrough_stream(request: ClientRequest, model: str) -> StreamTranslator:
+def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> StreamTranslator:
     cut_short = orjson.dumps(anthropic_wire.anthropic_error_body(502, CUT_SHORT))
     return UsageScanner(b"event: message_stop", encode_event(cut_short, event="error"))
 
@@ -108,7 +108,7 @@ MESSAGES = ClientApi(
             headers=openai.request_headers,
             request_body=_to_chat,
             response_body=_from_chat,
-            stream=lambda request, model: ChatToMessagesStream(model),
+            stream=lambda request, model, limit: ChatToMessagesStream(model, max_event_size=limit),
         ),
     },
 )

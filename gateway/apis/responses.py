@@ -146,21 +146,23 @@ EXCHANGES = {
         headers=openai.request_headers,
         request_body=_native,
         response_body=None,
-        stream=lambda request, model: NativeResponsesStream(),
+        stream=lambda request, model, limit: NativeResponsesStream(limit),
     ),
     "openai": Exchange(
         path="/chat/completions",
         headers=openai.request_headers,
         request_body=_to_chat,
         response_body=_from_chat,
-        stream=lambda request, model: _stream(ChatToResponsesStream(request.payload, model)),
+        stream=lambda request, model, limit: _stream(
+            ChatToResponsesStream(request.payload, model, max_event_size=limit)),
     ),
     "anthropic": Exchange(
         path="/messages",
         headers=anthropic_wire.request_headers,
         request_body=_to_messages,
         response_body=_from_messages,
-        stream=lambda request, model: _stream(MessagesToResponsesStream(request.payload, model)),
+        stream=lambda request, model, limit: _stream(
+            MessagesToResponsesStream(request.payload, model, max_event_size=limit)),
     ),
 }
 

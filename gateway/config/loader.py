@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -22,6 +23,7 @@ from gateway.config.schema import (
     LimitsConfig,
     LoggingConfig,
     ModelProvider,
+    ProxyConfig,
     ResponsesConfig,
     RouterConfig,
     RoutingConfig,
@@ -103,7 +105,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("model_providers", "more than one model has default: true")
     default_model = (defaults or list(providers))[0].model
     routing = _routing(root, models, warnings)
-    upstream = _upstream(root, listener_timeout_ms)
+    upstream = _upstream(root, listener_timeout_ms, warnings)
     config = Config(
         version=version,
         providers=providers,
@@ -417,19 +419,79 @@ def _session_cache(routing: Node) -> SessionCacheConfig:
     return cache
 
 
-def _upstream(root: Node, listener_timeout_ms: int) -> UpstreamConfig:
+def _upstream(root: Node, listener_timeout_ms: int, warnings: list[str]) -> UpstreamConfig:
     node = root.child("upstream") or Node({}, "upstream", root.environ)
     total_default = listener_timeout_ms or 600_000
+    first_byte = node.integer("first_byte_timeout_ms", 60_000, 1, 3_600_000)
+    read_default = 60_000
+    if "first_byte_timeout_ms" in node and "read_timeout_ms" not in node:
+        # Until this release first_byte_timeout_ms also bounded the silence inside a stream.
+        read_default = first_byte
+        warnings.append(
+            f"{node.at('first_byte_timeout_ms')}: now bounds only the wait for the response's first "
+            "byte; set upstream.read_timeout_ms for the silence allowed inside a stream (it takes "
+            "this value until then; that fallback goes in the next release)"
+        )
+    mib = 1024 * 1024
     config = UpstreamConfig(
         connect_timeout_ms=node.integer("connect_timeout_ms", 3000, 1, 600_000),
-        first_byte_timeout_ms=node.integer("first_byte_timeout_ms", 60_000, 1, 3_600_000),
+        first_byte_timeout_ms=first_byte,
+        read_timeout_ms=node.integer("read_timeout_ms", read_default, 1, 3_600_000),
         total_timeout_ms=node.integer("total_timeout_ms", total_default, 1, 86_400_000),
         max_retries=node.integer("max_retries", 2, 0, 10),
         retry_backoff_ms=node.integer("retry_backoff_ms", 100, 0, 60_000),
         max_connections=node.integer("max_connections", 1000, 1, 100_000),
+        pool_timeout_ms=node.integer("pool_timeout_ms", 10_000, 1, 600_000),
+        max_response_bytes=node.integer("max_response_bytes", 32 * mib, 1024, 1024 * mib),
+        max_header_bytes=node.integer("max_header_bytes", 64 * 1024, 1024, 16 * mib),
+        max_error_body_bytes=node.integer("max_error_body_bytes", 64 * 1024, 1024, 16 * mib),
+        max_sse_event_bytes=node.integer("max_sse_event_bytes", mib, 1024, 256 * mib),
+        proxy=_proxy(node),
     )
     node.finish()
     return config
+
+
+PROXY_VARIABLES = {"https": ("https_proxy", "HTTPS_PROXY"), "http": ("http_proxy", "HTTP_PROXY")}
+
+
+def _proxy(node: Node) -> ProxyConfig:
+    """`upstream.proxy` (one proxy for both schemes; empty: none, whatever the environment
+    says) and `upstream.no_proxy` win over HTTPS_PROXY / HTTP_PROXY / NO_PROXY (lower case
+    first, as curl reads them)."""
+    environ = node.environ
+    if "no_proxy" in node:
+        no_proxy = tuple(host for host in node.strings("no_proxy") if host.strip())
+    else:
+        raw = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+        no_proxy = tuple(host.strip() for host in raw.split(",") if host.strip())
+    if "proxy" in node:
+        url = _proxy_url(node.secret("proxy") or "", node.at("proxy"))
+        return ProxyConfig(http=url, https=url, no_proxy=no_proxy)
+    found: dict[str, str | None] = {}
+    for scheme, names in PROXY_VARIABLES.items():
+        name = next((name for name in names if environ.get(name, "").strip()), None)
+        found[scheme] = None if name is None else _proxy_url(environ[name].strip(), name)
+    return ProxyConfig(http=found["http"], https=found["https"], no_proxy=no_proxy)
+
+
+def _proxy_url(url: str, path: str) -> str | None:
+    """An http:// proxy URL (a bare host:port means http://); errors never echo it, since it
+    may hold a password."""
+    if not url:
+        return None
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        raise ConfigError(path, "is not a valid proxy URL") from None
+    if parts.scheme != "http":
+        raise ConfigError(path, f"only http:// proxies are supported, not {parts.scheme}://")
+    if not parts.hostname:
+        raise ConfigError(path, "a proxy URL needs a host")
+    return url
 
 
 def _limits(root: Node) -> LimitsConfig:

@@ -11,6 +11,7 @@ import yaml
 from gateway.config.schema import Config
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z+]+://[^:/@]*:)[^@]*@")
+_USERINFO = re.compile(r"(?P<head>[a-z+]+://)[^/@]*@")
 
 
 def mask(secret: str | None) -> str | None:
@@ -20,6 +21,11 @@ def mask(secret: str | None) -> str | None:
 
 def mask_url(url: str | None) -> str | None:
     return None if url is None else _URL_PASSWORD.sub(r"\g<head>***@", url)
+
+
+def mask_userinfo(url: str | None) -> str | None:
+    """A proxy URL with its user and password both hidden."""
+    return None if url is None else _USERINFO.sub(r"\g<head>***@", url)
 
 
 def render_config(config: Config) -> str:
@@ -47,6 +53,9 @@ def render_config(config: Config) -> str:
         "metrics": {"enabled": config.metrics_enabled},
     }
     data["routing"]["session_cache"]["url"] = mask_url(config.routing.session_cache.url)
+    proxy = config.upstream.proxy
+    data["upstream"]["proxy"] = {"http": mask_userinfo(proxy.http), "https": mask_userinfo(proxy.https),
+                                 "no_proxy": list(proxy.no_proxy)}
     return yaml.safe_dump(data, sort_keys=False)
 
 

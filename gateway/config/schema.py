@@ -134,13 +134,31 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """Where requests to providers go out: an http:// egress proxy per target scheme (None:
+    direct), and the hosts that bypass it. Resolved once at load, from `upstream.proxy` /
+    `upstream.no_proxy` or else HTTPS_PROXY, HTTP_PROXY and NO_PROXY."""
+
+    http: str | None = field(default=None, repr=False)  # may hold credentials
+    https: str | None = field(default=None, repr=False)
+    no_proxy: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     connect_timeout_ms: int = 3000
-    first_byte_timeout_ms: int = 60_000
+    first_byte_timeout_ms: int = 60_000  # request sent -> the response's status and headers
+    read_timeout_ms: int = 60_000  # the longest silence inside a response body (a stream)
     total_timeout_ms: int = 600_000
     max_retries: int = 2
     retry_backoff_ms: int = 100
-    max_connections: int = 1000
+    max_connections: int = 1000  # per provider origin (scheme, host, port)
+    pool_timeout_ms: int = 10_000  # the wait for a free connection, then a 503
+    max_response_bytes: int = 32 * 1024 * 1024  # a non-streamed body
+    max_header_bytes: int = 64 * 1024
+    max_error_body_bytes: int = 64 * 1024  # read of an error body; the rest is never read
+    max_sse_event_bytes: int = 1024 * 1024  # one line or event of a translated stream
+    proxy: ProxyConfig = ProxyConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import BadGateway
 from gateway.providers.anthropic_wire import (
     anthropic_error_body,
     anthropic_error_type,
@@ -32,7 +33,7 @@ from gateway.providers.anthropic_wire import (
     stop_reason,
     tool_use_id,
 )
-from gateway.sse import ServerSentEvent, SSEDecoder, encode_event
+from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 
 __all__ = ["ChatToMessagesStream", "MessagesToChatStream"]
 
@@ -48,23 +49,33 @@ class _StreamTranslator:
     usage: dict[str, int] | None
     first_content_sent: bool
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_size: int | None = None) -> None:
         self.usage = None
         self.first_content_sent = False
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_size)
         self._done = False
 
     def feed(self, chunk: bytes) -> bytes:
-        """Consume one upstream chunk; return the bytes to send to the client now."""
+        """Consume one upstream chunk; return the bytes to send to the client now. An SSE line
+        or event past `max_event_size` raises BadGateway: the caller stops reading the upstream
+        and ends the client's stream with its error event."""
         if self._done:
             return b""
-        return self._handle_all(self._decoder.feed(chunk))
+        try:
+            events = self._decoder.feed(chunk)
+        except EventTooLarge as exc:
+            raise self._too_large(exc) from None
+        return self._handle_all(events)
 
     def close(self) -> bytes:
         """The upstream body ended: finish the client stream, with an error if truncated."""
         if self._done:
             return b""
-        out = self._handle_all(self._decoder.flush())
+        try:
+            events = self._decoder.flush()
+        except EventTooLarge as exc:
+            raise self._too_large(exc) from None
+        out = self._handle_all(events)
         if self._done:
             return out
         if self._answer_complete():  # only the last event was lost; the answer is whole
@@ -74,6 +85,10 @@ class _StreamTranslator:
     def fail(self, message: str, status: int = 502) -> bytes:
         """End the client stream with an error event (``status`` picks the error type)."""
         raise NotImplementedError
+
+    def _too_large(self, exc: EventTooLarge) -> BadGateway:
+        self._done = True
+        return exc.as_upstream_error()
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         raise NotImplementedError
@@ -101,8 +116,9 @@ class _StreamTranslator:
 class MessagesToChatStream(_StreamTranslator):
     """Anthropic SSE (from the upstream) -> OpenAI ``chat.completion.chunk`` SSE."""
 
-    def __init__(self, model: str, include_usage: bool, *, created: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, model: str, include_usage: bool, *, created: int | None = None,
+                 max_event_size: int | None = None) -> None:
+        super().__init__(max_event_size)
         self._model = model
         self._include_usage = include_usage
         self._created = int(time.time()) if created is None else created
@@ -234,8 +250,8 @@ class MessagesToChatStream(_StreamTranslator):
 class ChatToMessagesStream(_StreamTranslator):
     """OpenAI chunk SSE (from an OpenAI-compatible upstream) -> Anthropic SSE events."""
 
-    def __init__(self, model: str) -> None:
-        super().__init__()
+    def __init__(self, model: str, *, max_event_size: int | None = None) -> None:
+        super().__init__(max_event_size)
         self._model = model
         self._started = False
         self._open: int | None = None  # Anthropic index of the block being streamed

@@ -29,7 +29,7 @@ from gateway.providers.responses import (
     status_of_finish,
     usage_of_chat,
 )
-from gateway.sse import ServerSentEvent, SSEDecoder, encode_event
+from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 
 _TRUNCATED = "the upstream ended the stream before the response was complete"
 _BAD_SHAPE = "the upstream sent an event of an unexpected shape"
@@ -163,10 +163,13 @@ class ResponseEvents:
 class _Assembler:
     """Decoding, the end-of-stream rules, and robustness, for both upstream shapes."""
 
-    def __init__(self, request: dict[str, Any], model: str, response_id: str | None = None) -> None:
+    def __init__(
+        self, request: dict[str, Any], model: str, response_id: str | None = None,
+        max_event_size: int | None = None,
+    ) -> None:
         self.events = ResponseEvents(request, response_id or new_id("resp"), model)
         self.usage: dict[str, int] | None = None
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_size)
         self._done = False
 
     @property
@@ -176,13 +179,21 @@ class _Assembler:
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
             return b""
-        self._handle_all(self._decoder.feed(chunk))
+        try:
+            events = self._decoder.feed(chunk)
+        except EventTooLarge as exc:  # the pipeline ends the stream with `fail_with`
+            raise exc.as_upstream_error() from None
+        self._handle_all(events)
         return self.events.drain()
 
     def close(self) -> bytes:
         if self._done:
             return b""
-        self._handle_all(self._decoder.flush())
+        try:
+            events = self._decoder.flush()
+        except EventTooLarge as exc:
+            raise exc.as_upstream_error() from None
+        self._handle_all(events)
         if not self._done:
             self._done = True
             self.events.failed("upstream_stream_incomplete", _TRUNCATED)
@@ -219,8 +230,11 @@ class _Assembler:
 class ChatToResponsesStream(_Assembler):
     """Chat Completions chunks -> Responses events."""
 
-    def __init__(self, request: dict[str, Any], model: str, response_id: str | None = None) -> None:
-        super().__init__(request, model, response_id)
+    def __init__(
+        self, request: dict[str, Any], model: str, response_id: str | None = None,
+        max_event_size: int | None = None,
+    ) -> None:
+        super().__init__(request, model, response_id, max_event_size)
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
 
@@ -270,8 +284,11 @@ class ChatToResponsesStream(_Assembler):
 class MessagesToResponsesStream(_Assembler):
     """Anthropic Messages events -> Responses events."""
 
-    def __init__(self, request: dict[str, Any], model: str, response_id: str | None = None) -> None:
-        super().__init__(request, model, response_id)
+    def __init__(
+        self, request: dict[str, Any], model: str, response_id: str | None = None,
+        max_event_size: int | None = None,
+    ) -> None:
+        super().__init__(request, model, response_id, max_event_size)
         self._input = {"input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
         self._output_tokens = 0
         self._stop: str | None = None
@@ -331,14 +348,20 @@ class NativeResponsesStream:
     """A provider's own Responses stream, passed through unchanged; the finished response is
     picked out of its last event (for the gateway's record) and its usage counted."""
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_size: int | None = None) -> None:
+        # The stream is relayed as it comes; only the decoder that watches it for the final
+        # response (to keep it) holds an event, and never one past the limit.
+        self._decoder = SSEDecoder(max_event_size)
         self.final: dict[str, Any] | None = None
         self.usage: dict[str, int] | None = None
         self._ended = False
 
     def feed(self, chunk: bytes) -> bytes:
-        for event in self._decoder.feed(chunk):
+        try:
+            events = self._decoder.feed(chunk)
+        except EventTooLarge as exc:
+            raise exc.as_upstream_error() from None
+        for event in events:
             self._watch(event)
         return chunk
 

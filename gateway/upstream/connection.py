@@ -4,6 +4,7 @@ parsed by httptools (llhttp, the parser uvicorn serves with) as bytes arrive."""
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import cast
 
 import httptools
@@ -11,10 +12,8 @@ import httptools
 # Past this much unread response body the socket stops being read, so a client that reads a
 # stream slowly slows the upstream down instead of growing the gateway's memory.
 MAX_BUFFERED = 256 * 1024
-# A kept-alive connection lost this soon after a request went out, with nothing of a response
-# back, was closed by the server as the request crossed (its idle timeout): the request never
-# reached it, so it may be sent again. Later, the server may have started on it.
-RESEND_WINDOW_S = 0.25
+# 100 Continue, 103 Early Hints: a response has one or two; more is a server gone wrong.
+MAX_INTERIM_RESPONSES = 8
 
 
 class ConnectionLost(Exception):
@@ -22,19 +21,30 @@ class ConnectionLost(Exception):
 
     def __init__(self, resendable: bool) -> None:
         super().__init__("upstream closed the connection")
-        self.resendable = resendable  # lost as the request went out, before any response byte
+        # Provably unsent: the connection was found closed before the request was written, or
+        # the write itself failed. Anything else may have reached the provider.
+        self.resendable = resendable
 
 
 class MalformedResponse(Exception):
     """The upstream's bytes are not an HTTP/1.1 response."""
 
 
+class HeadersTooLarge(Exception):
+    """The response's status line and headers (interim responses included) passed the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response headers larger than {limit} bytes")
+        self.limit = limit
+
+
 class Connection(asyncio.Protocol):
     """The socket side (protocol callbacks) and the request side (`send`, `wait`, `take`) of
     one connection. Whoever holds it awaits `wait()`; every event wakes that one waiter."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_header_bytes: int) -> None:
         self.loop = loop
+        self.max_header_bytes = max_header_bytes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -43,7 +53,7 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
-        self._sent_at = 0.0
+        self._poll: select.poll | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -55,9 +65,10 @@ class Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False  # read as the response ends (llhttp forgets it after)
-        self.received = False  # any byte of the current response
         self.framed = False  # Content-Length or chunked: an EOF before the end is a cut
         self._interim = False  # parsing a 1xx response, which ends before the real one
+        self._interims = 0
+        self._head_bytes = 0  # received before the final response's headers ended
         self.body: list[bytes] = []
         self.buffered = 0
 
@@ -67,11 +78,13 @@ class Connection(asyncio.Protocol):
         """Start a request (head and body in one write: one syscall, one segment if it fits)."""
         self._reset()
         self.in_use = True
-        if self.transport is None or self.closed or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
             self.error = ConnectionLost(resendable=True)
             return
-        self._sent_at = self.loop.time()
-        self.transport.write(data)
+        transport.write(data)
+        if transport.is_closing():  # the write itself failed (EPIPE, ECONNRESET): nothing went
+            self.error = ConnectionLost(resendable=True)
 
     async def wait(self, timeout: float) -> None:
         """Until the next event (headers, body, end, error), or TimeoutError after `timeout` s."""
@@ -103,28 +116,55 @@ class Connection(asyncio.Protocol):
         return (self.complete and self.keep_alive and not self.closed and self.error is None
                 and self.transport is not None and not self.transport.get_write_buffer_size())
 
+    def still_open(self, check_socket: bool) -> bool:
+        """For an idle connection about to be reused: False when the server has closed it, or
+        sent anything unasked. With `check_socket`, as seen on the socket itself: the loop may
+        not have read a FIN that just arrived (urllib3 and httpcore poll idle sockets too)."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        return not check_socket or self._poll is None or not self._poll.poll(0)
+
     def abort(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
+    def discard(self) -> None:
+        """Closed for good by its pool: the unread body goes, and the error too (raised, it
+        holds a traceback whose frames hold this connection: a cycle only the GC would free)."""
+        self.abort()
+        self.body = []
+        self.buffered = 0
+        self.error = None
+
     # The socket side.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and hasattr(select, "poll"):
+            self._poll = select.poll()  # poll, not select: descriptors pass 1024 under load
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         if not self.in_use:  # bytes nobody asked for: the connection cannot be trusted again
             self.abort()
             return
-        self.received = True
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if not self.complete:  # bytes past a whole response only cost the connection
-                self.error = MalformedResponse(str(exc))
+            if not self.complete and self.error is None:  # bytes past a whole response only
+                self.error = MalformedResponse(str(exc))  # cost the connection
             self.abort()
             self._wake()
+            return
+        if not self.headers_done and not self.closed:
+            # httptools keeps a header until it ends: an endless one must be cut here.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self.error = HeadersTooLarge(self.max_header_bytes)
+                self.abort()
+                self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -133,8 +173,8 @@ class Connection(asyncio.Protocol):
         elif exc is None and self.headers_done and not self.framed:
             self.complete = True  # a body delimited by the end of the connection has ended
         else:
-            soon = self.loop.time() - self._sent_at < RESEND_WINDOW_S
-            self.error = ConnectionLost(resendable=soon and not self.received)
+            # The request was written: the provider may have read it, and may bill it.
+            self.error = ConnectionLost(resendable=False)
         self._wake()
 
     def _wake(self) -> None:
@@ -157,6 +197,10 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: interim, the response follows
+            self._interims += 1
+            if self._interims > MAX_INTERIM_RESPONSES:
+                self.error = MalformedResponse(f"more than {MAX_INTERIM_RESPONSES} interim responses")
+                raise self.error  # stops the parser; data_received drops the connection
             self.raw_headers = []
             self.framed = False
             self._interim = True

@@ -325,7 +325,7 @@ def test_a_reset_mid_stream_ends_the_stream_with_an_error_event() -> None:
 
 
 def test_a_stall_mid_stream_ends_the_stream_with_an_error_event() -> None:
-    with replica_over(Scripted(stall(sent=2)), first_byte_timeout_ms=300) as (server, _):
+    with replica_over(Scripted(stall(sent=2)), read_timeout_ms=300) as (server, _):
         body = {"model": "fast", "messages": MESSAGES, "stream": True}
         response = post(server, body)
         assert response.status_code == 200
@@ -336,7 +336,7 @@ def test_a_stall_mid_stream_ends_the_stream_with_an_error_event() -> None:
 
 
 def test_a_stall_mid_stream_ends_an_anthropic_stream_with_an_error_event() -> None:
-    with replica_over(Scripted(stall(sent=2)), first_byte_timeout_ms=300) as (server, _):
+    with replica_over(Scripted(stall(sent=2)), read_timeout_ms=300) as (server, _):
         body = {"model": "fast", "max_tokens": 8, "messages": MESSAGES, "stream": True}
         response = httpx.post(f"{server.url}/v1/messages", json=body, timeout=20)
         assert response.status_code == 200

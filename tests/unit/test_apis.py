@@ -8,12 +8,19 @@ import pytest
 
 from gateway.apis import CHAT, MESSAGES, ClientApi
 from gateway.apis.base import AUTO_MODELS
+from gateway.config import ModelProvider
 from gateway.errors import BadGateway, BadRequest
 from gateway.routing import Turn
 
 
 def body(**fields: object) -> bytes:
     return orjson.dumps(fields)
+
+
+def test_a_role_this_gateway_does_not_know_passes_to_the_provider() -> None:
+    messages = [{"role": "wizard", "content": "x"}, {"role": "user", "content": "y"}]
+    request = CHAT.parse(body(messages=messages), 10)
+    assert request.turns == [Turn("user", "y")]  # routers read only the roles they know
 
 
 def test_chat_turns_keep_roles_and_text() -> None:
@@ -52,7 +59,7 @@ def test_auto_model_names_leave_the_choice_to_the_gateway(model: str) -> None:
         (CHAT, body(messages=[{"role": "user"}] * 3), "messages", "too_many_messages"),
         (CHAT, body(model=7, messages=[{"role": "user"}]), "model", "invalid_type"),
         (CHAT, body(stream="yes", messages=[{"role": "user"}]), "stream", "invalid_type"),
-        (CHAT, body(messages=[{"role": "wizard"}]), "messages[0].role", "invalid_value"),
+        (CHAT, body(messages=[{"role": 5}]), "messages[0].role", "invalid_value"),
         (MESSAGES, body(messages=["text"]), "messages[0].role", "invalid_value"),
     ],
 )
@@ -79,18 +86,19 @@ def test_each_api_renders_errors_in_its_own_envelope() -> None:
 def test_same_api_passes_through_and_the_other_translates(
     api: ClientApi, interface: str, path: str, translated: bool
 ) -> None:
-    exchange = api.exchange(interface)  # type: ignore[arg-type]
+    exchange = api.exchange(ModelProvider("p/m", "p", "m", interface, "http://x/v1"))  # type: ignore[arg-type]
     assert exchange.path == path
     assert (exchange.response_body is not None) == translated
 
 
 def test_a_passed_through_stream_cut_short_ends_with_the_apis_error_event() -> None:
-    chat = CHAT.exchange("openai").stream("m", False)
+    request = CHAT.parse(body(messages=[{"role": "user", "content": "x"}]), 10)
+    chat = CHAT.exchanges["openai"].stream(request, "m", 1024)
     assert chat.feed(b"data: {}\n\n") == b"data: {}\n\n"
     assert b"upstream_stream_incomplete" in chat.close()
-    messages = MESSAGES.exchange("anthropic").stream("m", True)
+    messages = MESSAGES.exchanges["anthropic"].stream(request, "m", 1024)
     messages.feed(b"event: message_start\ndata: {}\n\n")
     assert messages.close().startswith(b"event: error\n")
-    whole = CHAT.exchange("openai").stream("m", False)
+    whole = CHAT.exchanges["openai"].stream(request, "m", 1024)
     whole.feed(b"data: {}\n\ndata: [DONE]\n\n")
     assert whole.close() == b""

@@ -404,3 +404,18 @@ def test_check_config_command_on_an_own_fixture() -> None:
         "anthropic/claude-haiku-4-5", "openai/gpt-4o"]
     for key in keys.values():
         assert key not in result.stdout + result.stderr
+def test_plano_repository_configs_are_present() -> None:
+    assert len(list(PLANO_DIR.glob("*.yaml"))) >= 9, f"expected Plano's configs in {PLANO_DIR}"
+
+
+def test_first_byte_timeout_alone_keeps_its_old_meaning_for_one_release_with_a_warning() -> None:
+    base = {"model_providers": [{"model": "openai/gpt-4o", "access_key": "k"}]}
+    alone = parse_config({**base, "upstream": {"first_byte_timeout_ms": 5000}}, environ={})
+    assert (alone.upstream.first_byte_timeout_ms, alone.upstream.read_timeout_ms) == (5000, 5000)
+    assert any(w.startswith("upstream.first_byte_timeout_ms: now bounds only") for w in alone.warnings)
+    both = parse_config({**base, "upstream": {"first_byte_timeout_ms": 5000, "read_timeout_ms": 9000}},
+                        environ={})
+    assert (both.upstream.first_byte_timeout_ms, both.upstream.read_timeout_ms) == (5000, 9000)
+    assert both.warnings == ()
+    with pytest.raises(ConfigError, match=r"^upstream.max_response_bytes: must be between 1024"):
+        parse_config({**base, "upstream": {"max_response_bytes": 10}}, environ={})

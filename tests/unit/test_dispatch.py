@@ -151,6 +151,6 @@ def test_keys_never_reach_the_client() -> None:
 
 
 @pytest.mark.parametrize(("value", "seconds"), [(None, None), ("3", 3.0), ("0.5", 0.5), ("-2", 0.0),
-                                                ("Wed, 21 Oct 2015 07:28:00 GMT", None)])
+                                                ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None)])
 def test_retry_after(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds

@@ -72,7 +72,7 @@ def full_config() -> dict[str, Any]:
                     "session_cache": {"type": "redis", "url": "redis://127.0.0.1:1",
                                       "tenant_header": "x-tenant", "socket_timeout_ms": 100,
                                       "pool_size": 4, "breaker_cooldown_ms": 10}},
-        "upstream": {"connect_timeout_ms": 100, "first_byte_timeout_ms": 100,
+        "upstream": {"connect_timeout_ms": 100, "first_byte_timeout_ms": 100, "read_timeout_ms": 100,
                      "total_timeout_ms": 1000, "max_retries": 1, "retry_backoff_ms": 1,
                      "max_connections": 10},
         "limits": {"max_body_bytes": 4096, "max_messages": 10, "max_header_bytes": 4096,

@@ -19,6 +19,7 @@ import openai
 import orjson
 import pytest
 
+from gateway.errors import BadGateway
 from gateway.providers.anthropic_stream import ChatToMessagesStream, MessagesToChatStream
 from gateway.sse import ServerSentEvent, SSEDecoder
 
@@ -671,3 +672,16 @@ def test_unexpected_shapes_end_the_stream_with_an_error() -> None:
     last = anthropic_events(run(to_messages(), [raw]))[-1]
     assert last["type"] == "error"
     assert "unexpected shape" in last["error"]["message"]
+
+
+@pytest.mark.parametrize("translator", [
+    MessagesToChatStream("m", False, max_event_size=1024), ChatToMessagesStream("m", max_event_size=1024)])
+def test_an_endless_line_ends_the_translation_with_a_502_at_the_limit(
+    translator: MessagesToChatStream | ChatToMessagesStream,
+) -> None:
+    translator.feed(b"data: ")
+    with pytest.raises(BadGateway, match=r"upstream\.max_sse_event_bytes \(1024\)") as caught:
+        for _ in range(100):
+            translator.feed(b"x" * 100)
+    assert caught.value.reason == "too_large"
+    assert translator.feed(b"data: {}\n\n") == b"" and translator.close() == b""  # ended for good

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sse import ServerSentEvent, SSEDecoder, encode_event
+from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 
 
 def decode_whole(raw: bytes) -> list[ServerSentEvent]:
@@ -142,3 +142,25 @@ def test_encode_normalises_line_breaks_to_lf() -> None:
 def test_encode_rejects_event_type_with_line_break() -> None:
     with pytest.raises(ValueError, match="line break"):
         encode_event("x", "a\nb")
+
+
+def test_a_line_that_never_ends_is_cut_at_the_limit_whatever_the_chunks() -> None:
+    decoder = SSEDecoder(max_event_size=1000)
+    assert decoder.feed(b"data: ok\n\ndata: ") == [ServerSentEvent(None, "ok")]
+    with pytest.raises(EventTooLarge):
+        for _ in range(100):
+            decoder.feed(b"x" * 37)
+
+
+def test_an_event_of_many_short_data_lines_is_cut_at_the_limit() -> None:
+    decoder = SSEDecoder(max_event_size=1000)
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: 0123456789\n" * 200)
+
+
+def test_events_within_the_limit_pass_however_split() -> None:
+    raw = b"event: a\r\ndata: " + b"y" * 900 + b"\r\n\r\n" + b"data: z\n\n"
+    for size in (1, 7, 64, len(raw)):
+        decoder = SSEDecoder(max_event_size=1000)
+        events = [e for i in range(0, len(raw), size) for e in decoder.feed(raw[i : i + size])]
+        assert events == [ServerSentEvent("a", "y" * 900), ServerSentEvent(None, "z")]

@@ -6,10 +6,13 @@ connection cap, TLS, and how each failure reaches the gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
 import struct
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -76,8 +79,18 @@ class Scripted:
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
-            self.open -= 1
             writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()  # the FIN is out: `open` counts it closed only now
+            self.open -= 1
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the loop until `condition()` holds; fail at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.001)
 
 
 def client(**settings: int) -> UpstreamClient:
@@ -106,7 +119,7 @@ def test_requests_share_one_kept_alive_connection_and_say_what_they_send(runner:
         lines = head.split(b"\r\n")
         assert lines[0] == b"POST /v1/chat?x=1 HTTP/1.1"
         assert f"host: 127.0.0.1:{server.port}".encode() in lines
-        assert b"content-length: %d" % len(BODY) in lines
+        assert b"Content-Length: %d" % len(BODY) in lines
         assert b"accept-encoding: identity" in lines  # bodies are scanned and passed on as sent
         assert b"authorization: Bearer sk-test" in lines
         assert body == BODY
@@ -155,24 +168,90 @@ def test_a_body_ended_by_closing_the_connection_is_whole_and_not_reused(runner: 
     runner(main())
 
 
-def test_a_kept_alive_connection_dropped_as_the_request_goes_out_is_resent_once(
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_not_used_again(
+    runner: Runner,
+) -> None:
+    async def main() -> None:
+        async def answer_then_close(writer: asyncio.StreamWriter, nth: int) -> bool:
+            writer.write(OK)  # keep-alive by its headers, then closed: a short idle timeout
+            await asyncio.sleep(0.1)
+            return False
+
+        async with Scripted(answer_then_close) as server:
+            upstream = await opened()
+            for _ in range(2):
+                response = await upstream.post(server.url(), {}, BODY)
+                assert await response.read() == b'{"ok":true}'
+                await until(lambda: server.open == 0)  # the FIN is on its way, maybe unread
+            await upstream.close()
+        assert server.connections == 2
+        assert len(server.requests) == 2  # seen closed before writing: nothing was sent twice
+    runner(main())
+
+
+def test_a_fin_the_loop_has_not_read_yet_is_seen_on_the_socket_before_reuse(runner: Runner) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+    close_first, first_closed = threading.Event(), threading.Event()
+
+    def serve() -> None:  # blocking sockets in a thread: the client's loop is not needed here
+        for nth in range(2):
+            conn, _ = listener.accept()
+            data = b""
+            while not data.endswith(BODY):
+                data += conn.recv(65536)
+            requests.append(data)
+            conn.sendall(OK)
+            if nth == 0:
+                close_first.wait(5)
+                conn.close()  # the FIN goes out while the client's loop is blocked
+                first_closed.set()
+            else:
+                conn.recv(1)  # until the client goes
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        upstream = await opened()
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        assert await (await upstream.post(url, {}, BODY)).read() == b'{"ok":true}'
+        close_first.set()
+        assert first_closed.wait(5)
+        time.sleep(0.1)  # idle past the poll threshold, and the loop never ran to read the FIN
+        assert await (await upstream.post(url, {}, BODY)).read() == b'{"ok":true}'
+        await upstream.close()
+
+    try:
+        runner(main())
+        thread.join(5)
+    finally:
+        listener.close()
+    assert len(requests) == 2  # the closed connection was seen before anything was written to it
+
+
+def test_a_provider_that_reads_the_request_then_drops_the_connection_gets_it_once(
     runner: Runner,
 ) -> None:
     async def main() -> None:
         async def answer(writer: asyncio.StreamWriter, nth: int) -> bool:
             if nth == 2:
-                return False  # the keep-alive race: the server closes as the request arrives
+                await asyncio.sleep(0.05)  # read it whole, then gone without a word
+                return False
             writer.write(OK)
             return True
 
         async with Scripted(answer) as server:
             upstream = await opened()
-            for _ in range(2):
-                response = await upstream.post(server.url(), {}, BODY)
-                assert await response.read() == b'{"ok":true}'
+            for _ in range(3):
+                assert await (await upstream.post(server.url(), {}, BODY)).read() == b'{"ok":true}'
+                with pytest.raises(BadGateway) as caught:  # it may be billed: never twice
+                    await upstream.post(server.url(), {}, BODY)
+                assert caught.value.reason == "reset"
             await upstream.close()
-        assert server.connections == 2
-        assert len(server.requests) == 3
+        assert len(server.requests) == 6
     runner(main())
 
 
@@ -349,7 +428,7 @@ def test_a_stall_mid_body_is_a_504_from_the_stream(runner: Runner) -> None:
             return False
 
         async with Scripted(stall) as server:
-            upstream = await opened(first_byte_timeout_ms=100)
+            upstream = await opened(read_timeout_ms=100)
             response = await upstream.post(server.url(), {}, BODY)
             received = []
             with pytest.raises(GatewayTimeout):
@@ -370,7 +449,7 @@ def test_the_total_timeout_bounds_a_body_that_trickles(runner: Runner) -> None:
                 await asyncio.sleep(0.02)
 
         async with Scripted(trickle) as server:
-            upstream = await opened(first_byte_timeout_ms=1000, total_timeout_ms=300)
+            upstream = await opened(read_timeout_ms=1000, total_timeout_ms=300)
             response = await upstream.post(server.url(), {}, BODY)
             with pytest.raises(GatewayTimeout):
                 await response.read()

@@ -34,10 +34,10 @@ def scan(stream: bytes, terminator: bytes, size: int) -> UsageScanner:
 @pytest.mark.parametrize("size", [1, 7, 100, 4096, 1 << 20])
 def test_usage_is_found_at_the_head_and_the_tail_of_a_stream(size: int) -> None:
     openai = scan(OPENAI_STREAM, b"data: [DONE]", size)
-    assert openai.usage == {"prompt_tokens": 12, "completion_tokens": 401}
+    assert openai.usage == {"prompt_tokens": 12, "completion_tokens": 401, "cached_prompt_tokens": 0}
     assert openai.close() == b""
     anthropic = scan(ANTHROPIC_STREAM, b"event: message_stop", size)
-    assert anthropic.usage == {"prompt_tokens": 30, "completion_tokens": 300}
+    assert anthropic.usage == {"prompt_tokens": 30, "completion_tokens": 300, "cached_prompt_tokens": 0}
     assert anthropic.close() == b""
 
 
@@ -53,11 +53,13 @@ def test_a_stream_without_usage_reports_none() -> None:
 @pytest.mark.parametrize(
     ("body", "usage"),
     [
-        ({"usage": {"prompt_tokens": 3, "completion_tokens": 4}},
-         {"prompt_tokens": 3, "completion_tokens": 4}),
-        ({"usage": {"input_tokens": 5, "output_tokens": 6}}, {"prompt_tokens": 5, "completion_tokens": 6}),
+        ({"usage": {"prompt_tokens": 3, "completion_tokens": 4,
+                    "prompt_tokens_details": {"cached_tokens": 2}}},
+         {"prompt_tokens": 3, "completion_tokens": 4, "cached_prompt_tokens": 2}),
+        ({"usage": {"input_tokens": 5, "output_tokens": 6, "cache_read_input_tokens": 7}},
+         {"prompt_tokens": 12, "completion_tokens": 6, "cached_prompt_tokens": 7}),
         ({"usage": {"prompt_tokens": True, "completion_tokens": 2.5}},
-         {"prompt_tokens": 0, "completion_tokens": 0}),
+         {"prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}),
         ({"choices": []}, None),
         ([1, 2], None),
     ],
