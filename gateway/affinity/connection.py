@@ -1,6 +1,9 @@
-"""The commands the store sends, over the client that suits the deployment: a single server
-gets the pipelined `RespClient`; Sentinel and Cluster (and URL options it does not know) get
-redis-py."""
+"""The commands the store sends, over the client `session_cache.client` names: `pipelined`
+(`RespClient`, one multiplexed connection, single server only), `redis-py` (a connection pool;
+Sentinel and Cluster too), or `auto`: pipelined for a single-server URL, redis-py for Sentinel
+and Cluster. Both follow the same rules: the socket timeout per command, a reconnect on a
+dropped connection and on a failover reply (`-READONLY`, `-LOADING`, `-MASTERDOWN`), and the
+store's breaker above them."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from gateway.affinity.resp import Address, RespClient
 from gateway.config import SessionCacheConfig
 
 SENTINEL_PORT = 26379
-# URL options the pipelined client honours; any other sends the URL to redis-py.
+# URL options the pipelined client honours; any other is a config error naming it.
 RESP_URL_OPTIONS = frozenset({
     "host", "port", "path", "db", "username", "password", "connection_class",
     "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile",
@@ -79,23 +82,39 @@ class PooledCommands:
 
 
 def connect(cache: SessionCacheConfig) -> Commands:
-    url = cache.url or ""
-    if not (url.startswith("redis+sentinel://") or cache.sentinels or cache.cluster):
-        address = resp_address(url)
-        if address is not None:
-            return RespClient(
-                address, cache.socket_timeout_ms / 1000, cache.connect_timeout_ms / 1000,
-                limit=cache.pool_size, scripts=scripts.sources(),
-            )
-    return PooledCommands(*_redis_py(cache))
+    """The client `session_cache.client` names; `auto` is the pipelined client for a single
+    server and redis-py for Sentinel and Cluster. ValueError: a URL the chosen client cannot
+    serve (the message names the option)."""
+    return pipelined_client(cache) if chosen_client(cache) == "pipelined" else PooledCommands(*_redis_py(cache))
 
 
-def resp_address(url: str) -> Address | None:
+def chosen_client(cache: SessionCacheConfig) -> str:
+    replicated = (cache.url or "").startswith("redis+sentinel://") or bool(cache.sentinels) or cache.cluster
+    if cache.client == "auto":
+        return "redis-py" if replicated else "pipelined"
+    if cache.client == "pipelined" and replicated:
+        raise ValueError("the pipelined client serves a single server; Sentinel and Cluster need redis-py")
+    return cache.client
+
+
+def pipelined_client(cache: SessionCacheConfig) -> RespClient:
+    return RespClient(
+        resp_address(cache.url or ""), cache.socket_timeout_ms / 1000,
+        cache.connect_timeout_ms / 1000, limit=cache.pool_size, scripts=scripts.sources(),
+    )
+
+
+def resp_address(url: str) -> Address:
     """Where the pipelined client connects for a single-server URL (`redis://`, `rediss://`,
-    `unix://`), read as redis-py reads it; None when the URL asks for more than it does."""
+    `unix://`), read as redis-py reads it. An option it does not honour is an error, never a
+    silent switch to another client."""
     options: Mapping[str, Any] = parse_url(url)
-    if not options.keys() <= RESP_URL_OPTIONS:
-        return None
+    unknown = sorted(options.keys() - RESP_URL_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"the pipelined client does not support the URL option {unknown[0]!r}; "
+            "set routing.session_cache.client: redis-py to use it"
+        )
     context = _tls(options) if url.startswith("rediss://") else None
     return Address(
         host=options.get("host", "localhost"), port=int(options.get("port", 6379)),

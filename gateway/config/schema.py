@@ -8,6 +8,7 @@ from typing import Literal
 
 ProviderInterface = Literal["openai", "anthropic"]
 RouterType = Literal["builtin", "llm"]
+RedisClient = Literal["auto", "pipelined", "redis-py"]
 PinnedFailure = Literal["error", "reroute"]
 
 
@@ -44,6 +45,8 @@ class RouterConfig:
 class SessionCacheConfig:
     type: Literal["memory", "redis"] = "memory"
     url: str | None = field(default=None, repr=False)
+    # auto: the pipelined client for a single-server URL, redis-py for Sentinel and Cluster.
+    client: RedisClient = "auto"
     tenant_header: str | None = None
     key_prefix: str = "agw"
     cluster: bool = False
