@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.affinity import AffinityStore, MemoryStore
+from gateway.affinity import AffinityStore, MemoryStore, Quotas
 from gateway.affinity.redis import RedisStore
 from gateway.auth import Authenticator
 from gateway.config import Config, load_config
@@ -46,12 +46,16 @@ LOG_LEVEL_ENV = "AFFINITY_GATEWAY_LOG_LEVEL"  # `serve --log-level`, for every w
 PIN_GAUGE_INTERVAL_S = 15.0
 
 
-def build_store(config: Config) -> AffinityStore:
+def build_store(config: Config, metrics: Metrics) -> AffinityStore:
     routing = config.routing
+    quotas = Quotas.from_config(config)
     if routing.session_cache.type == "redis":
-        return RedisStore(routing)
+        return RedisStore(routing, quotas=quotas,
+                          on_state=lambda state: metrics.store_state("redis", state == "up"))
+    metrics.store_state("memory", True)
     return MemoryStore(
-        routing.session_ttl_seconds, routing.session_max_entries, routing.session_ttl_refresh
+        routing.session_ttl_seconds, routing.session_max_entries, routing.session_ttl_refresh,
+        quotas=quotas,
     )
 
 
@@ -89,7 +93,7 @@ class FastPaths:
 
 def create_app(config: Config) -> FastPaths:
     metrics = Metrics()
-    store = build_store(config)
+    store = build_store(config, metrics)
     upstream = UpstreamClient(config.upstream)
     router = ROUTERS[config.routing.router.type](config, upstream)
     auth = Authenticator(config.auth, config.routing.session_cache.tenant_header)
@@ -133,7 +137,7 @@ def create_app(config: Config) -> FastPaths:
         Route("/v1/affinity/{affinity_id:path}", AffinityAdmin(store, auth),
               methods=["GET", "DELETE"]),
         Route("/healthz", Health(state, "live"), methods=["GET"]),
-        Route("/readyz", Health(state, "ready"), methods=["GET"]),
+        Route("/readyz", Health(state, "ready", store), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(metrics.render), methods=["GET"]),
         Route("/openapi.json", Document(orjson.dumps(openapi_document(config))), methods=["GET"]),
     ]

@@ -87,10 +87,16 @@ class AffinityAdmin:
                 body = {"id": affinity_id, "tenant": tenant, "deleted": True}
             else:
                 lookup = await self.store.get(key)
+                if lookup.pin is None and lookup.degraded:  # not here, and Redis cannot say
+                    raise StoreUnavailable(
+                        "the affinity store is unreachable and this replica holds no copy of "
+                        "the pin: it cannot tell; retry when it is back",
+                        code="affinity_store_unavailable")
                 if lookup.pin is None:
                     raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
                 body = {"id": affinity_id, "tenant": tenant, "model": lookup.pin.model,
-                        "route": lookup.pin.route, "degraded": lookup.degraded}
+                        "route": lookup.pin.route, "degraded": lookup.degraded,
+                        "source": "local_cache" if lookup.degraded else self.store.name}
         except GatewayError as error:
             await respond(send, error.status, error.body(), [])
             return
@@ -103,16 +109,20 @@ class AffinityAdmin:
 
 
 class Health:
-    """GET /healthz (alive) and /readyz (config loaded, stores open, not draining)."""
+    """GET /healthz (alive) and /readyz (config loaded, stores open, not draining). /readyz
+    stays 200 while the affinity store is degraded (the gateway fails open) and says so."""
 
-    def __init__(self, state: dict[str, bool], key: str) -> None:
+    def __init__(self, state: dict[str, bool], key: str, store: AffinityStore | None = None) -> None:
         self.state = state
         self.key = key
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ok = self.state.get(self.key, False)
-        body = b'{"status":"ok"}' if ok else b'{"status":"unavailable"}'
-        await respond(send, 200 if ok else 503, body, [])
+        body: dict[str, str] = {"status": "ok" if ok else "unavailable"}
+        if self.store is not None:
+            body["affinity_store"] = self.store.state
+        await respond(send, 200 if ok else 503, orjson.dumps(body), [])
 
 
 class Document:

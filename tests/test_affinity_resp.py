@@ -16,7 +16,7 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from gateway.affinity import Pin, pin_key
+from gateway.affinity import Pin, StoreRejected, pin_key
 from gateway.affinity.connection import PooledCommands, connect, resp_address
 from gateway.affinity.redis import RedisStore
 from gateway.affinity.resp import Address, RespClient
@@ -79,12 +79,15 @@ def test_auth_and_db_from_the_url() -> None:
             async with opened(config) as store:
                 assert (await store.pin(pin_key("t", "s"), A)).created
                 assert (await store.get(pin_key("t", "s"))).pin == A
-            async with opened(routing(f"redis://:wrong@127.0.0.1:{server.port}/3")) as bad:
-                assert not await bad.ping()
-                assert (await bad.get(pin_key("t", "s"))).degraded
+            # A refused password is a config error at start, naming Redis, never the password.
+            with pytest.raises(StoreRejected, match="WRONGPASS") as refused:
+                async with opened(routing(f"redis://:wrong@127.0.0.1:{server.port}/3")):
+                    pass
+            assert f"127.0.0.1:{server.port}" in str(refused.value)
+            assert "wrong" not in str(refused.value).replace("WRONGPASS", "")
 
         run(main())
-        assert inspector.dbsize() == 2  # the pin and its index, in db 3
+        assert inspector.dbsize() == 3  # the pin, its index and the bucket's epoch, in db 3
         inspector.close()
     finally:
         server.stop()
@@ -117,7 +120,7 @@ def test_unix_socket_url(tmp_path: Path, runner: Runner) -> None:
                 assert (await store.get(pin_key("t", "s"))).pin == A
 
         runner(main())
-        assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 2
+        assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 3  # pin, index, epoch
     finally:
         server.stop()
 
@@ -147,7 +150,7 @@ def test_tls_url_verifies_the_server(certificates: Path, runner: Runner) -> None
                 assert not await store.ping()
 
         runner(main())
-        assert int(server.command("DBSIZE")) == 2
+        assert int(server.command("DBSIZE")) == 3  # pin, index, epoch
     finally:
         server.stop()
 
@@ -398,17 +401,20 @@ def test_close_fails_what_is_in_flight_and_leaves_nothing_running(runner: Runner
     ("redis://:p%40ss@cache", Address("cache", 6379, password="p@ss")),
     ("redis://user:pw@cache:1/0", Address("cache", 1, username="user", password="pw")),
     ("unix:///run/redis.sock?db=4", Address(path="/run/redis.sock", db=4)),
-    ("redis://cache?socket_keepalive=true", None),  # beyond it: redis-py takes the URL
 ])
-def test_resp_addresses(url: str, expected: Address | None) -> None:
+def test_resp_addresses(url: str, expected: Address) -> None:
     got = resp_address(url)
-    if expected is None or got is None:
-        assert got == expected
-    else:
-        assert (got.host, got.port, got.path, got.username, got.password, got.db) == (
+    assert (got.host, got.port, got.path, got.username, got.password, got.db) == (
             expected.host, expected.port, expected.path, expected.username,
             expected.password, expected.db)
-        assert got.ssl is None
+    assert got.ssl is None
+
+
+def test_an_option_the_pipelined_client_does_not_honour_is_an_error_not_a_switch() -> None:
+    with pytest.raises(ValueError, match="'socket_keepalive'.*client: redis-py"):
+        resp_address("redis://cache?socket_keepalive=true")
+    with pytest.raises(ValueError, match="Sentinel and Cluster need redis-py"):
+        connect(SessionCacheConfig("redis", "redis://cache", client="pipelined", cluster=True))
 
 
 def test_single_servers_get_the_pipelined_client_and_the_rest_redis_py() -> None:
@@ -428,7 +434,8 @@ def test_single_servers_get_the_pipelined_client_and_the_rest_redis_py() -> None
             resp_address("rediss://cache:6380/0?ssl_cert_reqs=sometimes")
         for other in (cache(url="redis://127.0.0.1:1/0", cluster=True),
                       cache(url="redis+sentinel://127.0.0.1:1/mymaster"),
-                      cache(url="redis://127.0.0.1:1/0?health_check_interval=5")):
+                      cache(url="redis://127.0.0.1:1/0?health_check_interval=5", client="redis-py"),
+                      cache(url="redis://127.0.0.1:1/0", client="redis-py")):
             commands = connect(other)
             assert isinstance(commands, PooledCommands)
             await commands.aclose()

@@ -7,6 +7,7 @@ store's breaker above them."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,10 +21,20 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    MasterDownError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.affinity import scripts
-from gateway.affinity.resp import Address, RespClient
+from gateway.affinity.resp import Address, Failover, RespClient
 from gateway.config import SessionCacheConfig
 
 SENTINEL_PORT = 26379
@@ -35,8 +46,49 @@ RESP_URL_OPTIONS = frozenset({
 })
 
 
+# redis-py's names for the failover replies (-READONLY, -LOADING, -MASTERDOWN).
+REDIS_PY_FAILOVER = (ReadOnlyError, BusyLoadingError, MasterDownError)
+AUTH_CODES = ("WRONGPASS", "NOAUTH")
+
+
+def failure_kind(error: BaseException) -> str:
+    """What a failed command means, from either client: `late` (no reply within the socket
+    timeout), `down` (no connection, or a node that cannot serve: an outage), `auth` (the
+    password or user was refused) or `command` (Redis refused this command: `-NOPERM`,
+    `-WRONGTYPE`, ...; Redis is up)."""
+    if isinstance(error, (TimeoutError, RedisTimeoutError)):
+        return "late"
+    if isinstance(error, AuthenticationError) or error_code(error) in AUTH_CODES:
+        return "auth"
+    if isinstance(error, (Failover, *REDIS_PY_FAILOVER)):
+        return "down"
+    if isinstance(error, ResponseError):
+        message = str(error)
+        if message.startswith("ERR AUTH") or "without any password configured" in message:
+            return "auth"  # a password sent to a Redis that has none
+        return "command"
+    return "down"
+
+
+def error_code(error: BaseException) -> str:
+    """The Redis error code of an error reply (`NOPERM`, `WRONGTYPE`, ...)."""
+    if isinstance(error, NoPermissionError):
+        return "NOPERM"  # redis-py strips the code from the messages it maps to a class
+    if isinstance(error, AuthenticationError):
+        return "NOAUTH" if "required" in str(error).lower() else "WRONGPASS"
+    if isinstance(error, ReadOnlyError):
+        return "READONLY"
+    if isinstance(error, BusyLoadingError):
+        return "LOADING"
+    if isinstance(error, MasterDownError):
+        return "MASTERDOWN"
+    word = str(error).split(" ", 1)[0]
+    return word if word.isupper() else "ERR"
+
+
 class Commands(Protocol):
-    """What the store asks of Redis. Errors: `redis.exceptions.RedisError` or `OSError`."""
+    """What the store asks of Redis. Errors: `redis.exceptions.RedisError` or `OSError` (see
+    `failure_kind`)."""
 
     # A connection pool: the store bounds concurrent calls to its size (else it runs dry).
     pooled: bool
@@ -66,15 +118,31 @@ class PooledCommands:
         }
 
     async def get(self, key: str) -> bytes | None:
-        return cast("bytes | None", await self.client.get(key))
+        try:
+            return cast("bytes | None", await self.client.get(key))
+        except REDIS_PY_FAILOVER:
+            await self._reconnect()
+            return cast("bytes | None", await self.client.get(key))
 
     async def script(
         self, name: str, keys: tuple[str, ...], args: tuple[str | int, ...]
     ) -> Any:
-        return await self._scripts[name](keys=keys, args=args)
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except REDIS_PY_FAILOVER:
+            await self._reconnect()
+            return await self._scripts[name](keys=keys, args=args)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+    async def _reconnect(self) -> None:
+        """A failover reply: the pooled connections reach a node that cannot serve us; drop them
+        all, so the next command opens a fresh one (to the new primary behind the same name, or
+        to the one Sentinel names now). A Cluster client follows MOVED replies itself."""
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
 
     async def aclose(self) -> None:
         for client in (self.client, *self.helpers):
@@ -85,7 +153,9 @@ def connect(cache: SessionCacheConfig) -> Commands:
     """The client `session_cache.client` names; `auto` is the pipelined client for a single
     server and redis-py for Sentinel and Cluster. ValueError: a URL the chosen client cannot
     serve (the message names the option)."""
-    return pipelined_client(cache) if chosen_client(cache) == "pipelined" else PooledCommands(*_redis_py(cache))
+    if chosen_client(cache) == "pipelined":
+        return pipelined_client(cache)
+    return PooledCommands(*_redis_py(cache))
 
 
 def chosen_client(cache: SessionCacheConfig) -> str:
@@ -121,6 +191,37 @@ def resp_address(url: str) -> Address:
         path=options.get("path"), ssl=context, username=options.get("username"),
         password=options.get("password"), db=int(options.get("db", 0)),
     )
+
+
+def where(cache: SessionCacheConfig) -> str:
+    """Where the store's Redis is, for log lines and errors: host:port (or the socket, or the
+    sentinels), never the password."""
+    url = cache.url or ""
+    if url.startswith("redis+sentinel://") or cache.sentinels:
+        with contextlib.suppress(ValueError):
+            target = sentinel_target(url, cache.sentinels, cache.sentinel_master)
+            hosts = ",".join(f"{host}:{port}" for host, port in target.addresses)
+            return f"sentinel {hosts} (master {target.master})"
+        return "sentinel"
+    try:
+        options = parse_url(url)
+    except ValueError:
+        return "redis"
+    if options.get("path"):
+        return str(options["path"])
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+
+
+async def check(commands: Commands, prefix: str) -> None:
+    """A round trip with every command the store uses, on probe keys (never a pin): a refused
+    password or a missing ACL permission shows now, as the error Redis sent."""
+    await commands.ping()
+    probe = f"{prefix}:{{b0}}:check"
+    await commands.get(probe)
+    await commands.script("CHECK", (probe, f"{probe}:idx"), ())
+
+
+UNAVAILABLE = (RedisError, OSError)
 
 
 def _tls(options: Mapping[str, Any]) -> ssl.SSLContext:

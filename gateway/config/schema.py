@@ -65,6 +65,7 @@ class RoutingConfig:
     router: RouterConfig = RouterConfig()
     session_ttl_seconds: int = 600
     session_max_entries: int = 10_000
+    session_max_entries_per_tenant: int = 0  # 0: no per-tenant cap
     session_ttl_refresh: bool = False
     on_pinned_failure: PinnedFailure = "error"
     session_cache: SessionCacheConfig = SessionCacheConfig()
@@ -92,6 +93,7 @@ class LimitsConfig:
 class AuthKey:
     key: str = field(repr=False)
     tenant: str
+    max_pins: int | None = None  # this key's tenant's pin quota, over session_max_entries_per_tenant
 
 
 @dataclass(frozen=True, slots=True)
