@@ -82,7 +82,10 @@ def error_code(error: BaseException) -> str:
         return "LOADING"
     if isinstance(error, MasterDownError):
         return "MASTERDOWN"
-    word = str(error).split(" ", 1)[0]
+    message = str(error)
+    if "can't run this command" in message:
+        return "NOPERM"  # Redis 7's words for a command a script ran that the ACL user lacks
+    word = message.split(" ", 1)[0]
     return word if word.isupper() else "ERR"
 
 
