@@ -411,7 +411,7 @@ def test_resp_addresses(url: str, expected: Address) -> None:
 
 
 def test_an_option_the_pipelined_client_does_not_honour_is_an_error_not_a_switch() -> None:
-    with pytest.raises(ValueError, match="'socket_keepalive'.*client: redis-py"):
+    with pytest.raises(ValueError, match=r"'socket_keepalive'.*client: redis-py"):
         resp_address("redis://cache?socket_keepalive=true")
     with pytest.raises(ValueError, match="Sentinel and Cluster need redis-py"):
         connect(SessionCacheConfig("redis", "redis://cache", client="pipelined", cluster=True))
