@@ -88,6 +88,9 @@ class RedisStore:
         # Pins made or served while Redis was down, to publish when it is back.
         self._unsynced = MemoryStore(routing.session_ttl_seconds, cache.local_cache_entries)
         self._publishing: dict[str, Pin] = {}  # taken from _unsynced, not yet in Redis
+        # Pins an admin deleted while Redis was down: deleted there first thing when it is back.
+        self._deletions: dict[str, None] = {}
+        self._max_deletions = cache.local_cache_entries
         cooldown = cache.breaker_cooldown_ms / 1000
         self.breaker = CircuitBreaker(Backoff(cooldown, cooldown * PROBE_CAP_COOLDOWNS))
         self._flush: asyncio.Task[None] | None = None
@@ -262,13 +265,19 @@ class RedisStore:
                 await asyncio.shield(self._flush)
         removed = self.local.remove(key)
         self._unsynced.remove(key)
-        keys = self._write_keys(key)[0]
         try:
-            found = await self._redis(self.commands.script, "DELETE", (keys[0], keys[1], keys[4]),
-                                      (self.ttl_ms,))
+            found = await self._delete(key)
         except Unavailable:
+            if len(self._deletions) < self._max_deletions:
+                self._deletions[key] = None
             return Removal(removed, degraded=True)
-        return Removal(bool(found) or removed)
+        return Removal(found or removed)
+
+    async def _delete(self, key: str) -> bool:
+        keys = self._write_keys(key)[0]
+        found = await self._redis(self.commands.script, "DELETE", (keys[0], keys[1], keys[4]),
+                                  (self.ttl_ms,))
+        return bool(found)
 
     async def _redis(self, command: Callable[..., Awaitable[T]], *args: Any) -> T:
         """One Redis command behind the breaker. Through a connection pool it holds one of
@@ -339,8 +348,14 @@ class RedisStore:
     async def _publish_unsynced(self) -> None:
         """After an outage: publish what this replica pinned or served meanwhile (first writer
         wins, so a pin another replica published first is adopted here instead; a pin deleted
-        on purpose meanwhile stays deleted)."""
+        on purpose meanwhile stays deleted, here or through another replica)."""
         try:
+            for key in list(self._deletions):  # first, so no publish brings one of them back
+                try:
+                    await self._delete(key)
+                except Unavailable:
+                    return
+                self._deletions.pop(key, None)
             while batch := self._unsynced.drain(FLUSH_BATCH):
                 self._publishing = dict(batch)
                 results = await asyncio.gather(
