@@ -15,9 +15,10 @@ and expired members are swept as pins are added. An evicted pin leaves its tenan
 
 from __future__ import annotations
 
+# ms with the microseconds as a fraction: pins made in the same ms still expire in order.
 _NOW = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 """
 
 # KEYS[2] is the bucket's index, `<bucket>:idx`.
@@ -63,7 +64,7 @@ end
 # index to `quota` (when set), then the bucket's to `cap`. Sets `value` and `evicted`.
 _WRITE = """
 local value = pin .. '\\t' .. string.format('%.0f', expires) .. '\\t' .. epoch .. '\\t' .. tag
-redis.call('SET', KEYS[1], value, 'PX', expires - now)
+redis.call('SET', KEYS[1], value, 'PX', math.max(1, math.floor(expires - now)))
 redis.call('DEL', KEYS[5])
 local evicted = 0
 if quota > 0 then
