@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.affinity import AffinityStore, Pin, Pinned, pin_key
+from gateway.affinity.base import tenant_tag
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
@@ -15,6 +16,8 @@ from gateway.parse import ChatRequest
 from gateway.routing import Decision, Router, candidates
 
 AffinityStatus = Literal["new", "hit", "none", "degraded"]
+# Tenants whose key tag is kept (a hash each, else on every request); past it, start over.
+TENANT_TAGS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class Decider:
         self.store = store
         self.router = router
         self.metrics = metrics
+        self._tags: dict[str, str] = {}
 
     async def decide(self, request: ChatRequest, affinity_id: str | None, tenant: str) -> Outcome:
         """The pin if there is one; else a fresh route, pinned first-writer-wins."""
@@ -44,7 +48,12 @@ class Decider:
             )
         if affinity_id is None:
             return Outcome(await self.route(request), "none", None)
-        key = pin_key(tenant, affinity_id)
+        tag = self._tags.get(tenant)
+        if tag is None:
+            if len(self._tags) >= TENANT_TAGS:
+                self._tags.clear()
+            tag = self._tags[tenant] = tenant_tag(tenant)
+        key = pin_key(tenant, affinity_id, tag)
         started = time.perf_counter()
         lookup = await self.store.get(key)
         self.metrics.store_time(self.store.name, time.perf_counter() - started)

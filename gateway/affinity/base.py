@@ -125,11 +125,12 @@ def validate_affinity_id(raw: str, where: str = "X-Model-Affinity") -> str:
     return raw
 
 
-def pin_key(tenant: str, affinity_id: str) -> str:
+def pin_key(tenant: str, affinity_id: str, tag: str | None = None) -> str:
     """A fixed-size key from tenant and id, `<digest>:<tenant tag>`: odd ids cannot collide,
-    inject or leak into Redis, and the store can find the tenant's quota and index."""
+    inject or leak into Redis, and the store can find the tenant's quota and index. `tag`:
+    `tenant_tag(tenant)`, when the caller keeps it."""
     digest = hashlib.blake2b(f"{tenant}\0{affinity_id}".encode(), digest_size=16).hexdigest()
-    return f"{digest}:{tenant_tag(tenant)}"
+    return f"{digest}:{tag or tenant_tag(tenant)}"
 
 
 def tenant_tag(tenant: str) -> str:
