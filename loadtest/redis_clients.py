@@ -113,8 +113,8 @@ def main() -> int:
         subprocess.run(["redis-cli", "-p", str(port), "SET", KEY, VALUE], check=True, capture_output=True)
         for _ in range(ROUNDS):
             for name in CLIENTS:
-                done = subprocess.run(["taskset", "-c", server_cpu, sys.executable, __file__, name, str(port)],
-                                      capture_output=True, text=True, timeout=60)
+                child = ["taskset", "-c", server_cpu, sys.executable, __file__, name, str(port)]
+                done = subprocess.run(child, capture_output=True, text=True, timeout=60)
                 if done.returncode != 0:
                     print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
                     continue

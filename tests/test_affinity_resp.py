@@ -155,7 +155,7 @@ def test_tls_url_verifies_the_server(certificates: Path, runner: Runner) -> None
         server.stop()
 
 
-def test_a_hung_server_costs_one_timeout_then_the_client_reconnects(runner: Runner) -> None:
+def test_a_hung_server_costs_one_timeout_then_the_client_answers_again(runner: Runner) -> None:
     server = RedisServer().start()
     process = server.process
     assert process is not None
@@ -170,12 +170,12 @@ def test_a_hung_server_costs_one_timeout_then_the_client_reconnects(runner: Runn
                 results = await asyncio.gather(*(resp.get(f"k{n}") for n in range(50)),
                                                return_exceptions=True)
                 elapsed = time.perf_counter() - started
-                # Every command in flight fails together after one timeout, none retried.
+                # Every command in flight fails at its own deadline (one timeout), none retried.
                 assert all(isinstance(result, TimeoutError) for result in results)
                 assert 0.19 <= elapsed < 0.6
             finally:
                 process.send_signal(signal.SIGCONT)
-            assert await resp.ping()  # on a fresh connection
+            assert await resp.ping()  # the late replies were read and dropped
             assert await resp.get("k0") is None
         finally:
             await resp.aclose()
@@ -484,6 +484,116 @@ def test_replies_split_anywhere_are_reassembled(runner: Runner) -> None:
                 assert isinstance(results[4], ResponseError)
                 assert str(results[4]).startswith("NOSCRIPT")
                 assert results[5] == b""
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+def test_a_late_reply_fails_only_its_own_command(runner: Runner) -> None:
+    """The first GET is answered after its deadline; the ones sent after it are answered in
+    time, on the same connection, and get their own replies."""
+
+    async def slow_first(fake: Fake, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if key == b"slow":
+                await fake.release.wait()
+            writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(slow_first) as fake:
+            resp = client(local(fake.port), timeout=0.2)
+            try:
+                slow = asyncio.ensure_future(resp.get("slow"))
+                with pytest.raises(TimeoutError):
+                    await slow
+                fake.release.set()  # the late reply comes now, then the others
+                assert await asyncio.gather(*(resp.get(f"k{n}") for n in range(5))) == [
+                    f"k{n}".encode() for n in range(5)]
+                assert fake.connections == 1
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+def test_a_connection_that_answers_nothing_is_dropped(runner: Runner) -> None:
+    async def silent_first(fake: Fake, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if fake.connections > 1:
+                writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(silent_first) as fake:
+            resp = client(local(fake.port), timeout=0.05)
+            link = None
+            try:
+                started = time.perf_counter()
+                with pytest.raises(TimeoutError):
+                    await resp.get("lost")
+                link = resp._link
+                assert link is not None and link.error is None  # one late reply: kept
+                await wait_until(lambda: link is not None and link.error is not None)
+                assert time.perf_counter() - started >= 2.0  # HUNG_MIN_S of silence
+                assert await resp.get("k") == b"k"  # on a fresh connection
+                assert fake.connections == 2
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+@pytest.mark.parametrize("reply", [b"-READONLY You can't write against a read only replica.",
+                                   b"-LOADING Redis is loading the dataset in memory",
+                                   b"-MASTERDOWN Link with MASTER is down"])
+def test_a_failover_reply_drops_the_connection_and_resends(reply: bytes, runner: Runner) -> None:
+    """The first connection reaches a node that cannot serve: the command that got the reply and
+    the one sent behind it both go again on a fresh connection, to the node that can."""
+
+    async def demoted_first(fake: Fake, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if fake.connections == 1:
+                writer.write(reply + b"\r\n")
+            else:
+                writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(demoted_first) as fake:
+            resp = client(local(fake.port))
+            try:
+                assert await asyncio.gather(resp.get("a"), resp.get("b")) == [b"a", b"b"]
+                assert fake.connections == 2
+                assert await resp.get("c") == b"c"
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+def test_other_error_replies_are_the_commands_answer(runner: Runner) -> None:
+    async def refusing(fake: Fake, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if key == b"no":
+                writer.write(b"-NOPERM this user has no permissions to run the 'get' command\r\n")
+            else:
+                writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(refusing) as fake:
+            resp = client(local(fake.port))
+            try:
+                with pytest.raises(ResponseError, match=r"^NOPERM"):
+                    await resp.get("no")
+                assert await resp.get("yes") == b"yes"
+                assert fake.connections == 1
             finally:
                 await resp.aclose()
 

@@ -211,7 +211,8 @@ def test_alert_rules_cover_the_issue(rules: list[dict[str, Any]]) -> None:
     by_name = {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules}
     assert 'gateway_requests_total{status=~"5.."}' in by_name["AffinityGatewayHighErrorRate"]
     assert 'gateway_affinity_events_total{event="degraded"}' in by_name["AffinityGatewayRedisDegraded"]
-    assert by_name["AffinityGatewayAffinityStoreDown"] == "min by (namespace, pod) (gateway_affinity_store_up) == 0"
+    store_down = by_name["AffinityGatewayAffinityStoreDown"]
+    assert store_down == "min by (namespace, pod) (gateway_affinity_store_up) == 0"
     collapse = by_name["AffinityGatewayPinHitRatioCollapse"]
     assert 'event="hit"' in collapse and "offset 1h" in collapse
     assert by_name["AffinityGatewayHighLatencyP99"].startswith(
