@@ -79,7 +79,7 @@ def check_config(path: str) -> int:
 
 def serve_command(args: argparse.Namespace) -> int:
     from gateway.affinity import StoreRejected
-    from gateway.affinity.redis import preflight
+    from gateway.affinity.startup import preflight
     from gateway.app import CONFIG_ENV, LOG_LEVEL_ENV
     from gateway.metrics import MULTIPROC_ENV
 

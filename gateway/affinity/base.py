@@ -22,14 +22,22 @@ class Pin:
     """What a session is pinned to: the model and the route that chose it.
 
     A pin read from Redis also carries where it stands there (not part of what it is, so not
-    compared): its expiry (ms, Redis clock) and the store epoch it was written in, which is how
-    a replica tells a pin Redis lost (restarted empty: write it back) from one it removed on
-    purpose (see `redis.py`)."""
+    compared), kept as read and parsed only when wanted: its expiry (ms, Redis clock) and the
+    store epoch it was written in, which is how a replica tells a pin Redis lost (restarted
+    empty: write it back) from one it removed on purpose (see `redis.py`)."""
 
     model: str
     route: str | None = None
-    expires_ms: int = field(default=0, compare=False)
-    epoch: str = field(default="", compare=False)
+    stored: str = field(default="", compare=False)  # `expires ms<TAB>epoch<TAB>tenant tag`
+
+    @property
+    def expires_ms(self) -> int:
+        head = self.stored.partition("\t")[0]
+        return int(head) if head else 0
+
+    @property
+    def epoch(self) -> str:
+        return self.stored.split("\t", 2)[1] if self.stored.count("\t") >= 1 else ""
 
     def encode(self) -> str:
         return f"{self.model}\t{self.route or ''}"
@@ -37,10 +45,13 @@ class Pin:
     @classmethod
     def decode(cls, raw: str | bytes) -> Pin:
         """`model<TAB>route[<TAB>expires ms<TAB>epoch<TAB>tenant tag]` (the scripts write all five)."""
-        fields = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
-        if len(fields) >= 5:
-            return cls(fields[0], fields[1] or None, int(fields[2]), fields[3])
-        return cls(fields[0], (fields[1] if len(fields) > 1 else "") or None)
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        try:
+            model, route, stored = text.split("\t", 2)
+        except ValueError:  # `model<TAB>route`, as a pin is encoded for the scripts
+            model, _, route = text.partition("\t")
+            return cls(model, route or None)
+        return cls(model, route or None, stored)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# Every this-many-plus-one calls (a mask), a success reads the clock for the rate's marks.
+MARK_EVERY = 63
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -53,8 +56,11 @@ class CircuitBreaker:
         self.failures = 0
         self._next_probe = 0.0
         self._probing = False
-        # Calls per second of the window: [second, calls, late replies], oldest first.
-        self._seconds: deque[list[int]] = deque()
+        # The call rate without a clock read per call: a running count, and (time, count) marks
+        # taken at most once a second, every MARK_EVERY calls and at each late reply.
+        self.calls = 0
+        self._marks: deque[tuple[float, int]] = deque()
+        self._late: deque[float] = deque()  # when late replies came, within the window
 
     @property
     def open(self) -> bool:
@@ -73,41 +79,44 @@ class CircuitBreaker:
 
     def success(self) -> bool:
         """Count the call; close the breaker. True when it was open (the caller may resynchronise)."""
-        self._second()[1] += 1
+        self.calls += 1
+        if not self.calls & MARK_EVERY:
+            self._mark(self.clock())
         if self.failures == 0:
             return False
         self.failures = 0
         self._probing = False
-        self._seconds.clear()
+        self._late.clear()
         return True
 
     def failure(self, hard: bool = True) -> bool:
         """Count a failed call; True when this failure opened the breaker."""
         if self.failures > 0 and not self._probing:
             return False  # a call that started before the breaker opened: already accounted for
-        if not hard and self.failures == 0:
-            second = self._second()
-            second[1] += 1
-            second[2] += 1
-            calls = late = 0
-            for _, count, failed in self._seconds:
-                calls += count
-                late += failed
-            if late < self.trip.min_failures or late < self.trip.rate * calls:
-                return False
+        if not hard and self.failures == 0 and not self._tripped():
+            return False
         self.failures += 1
         self._probing = False
         self._next_probe = self.clock() + self.backoff.delay(self.failures)
         return self.failures == 1
 
-    def _second(self) -> list[int]:
-        """This second's counts, dropping seconds that left the window."""
-        now = int(self.clock())
-        seconds = self._seconds
-        if seconds and seconds[-1][0] == now:
-            return seconds[-1]
-        while seconds and seconds[0][0] <= now - self.trip.window_s:
-            seconds.popleft()
-        current = [now, 0, 0]
-        seconds.append(current)
-        return current
+    def _tripped(self) -> bool:
+        """Count a late reply; True when late replies pass the `Trip` rate."""
+        self.calls += 1
+        now = self.clock()
+        self._mark(now)
+        late = self._late
+        late.append(now)
+        while late[0] <= now - self.trip.window_s:
+            late.popleft()
+        calls = self.calls - self._marks[0][1]  # since the window began (give or take a second)
+        return len(late) >= self.trip.min_failures and len(late) >= self.trip.rate * calls
+
+    def _mark(self, now: float) -> None:
+        marks = self._marks
+        if marks and now - marks[-1][0] < 1.0:
+            return
+        marks.append((now, self.calls))
+        # Keep the last mark at or before the window's start: the count the window starts from.
+        while len(marks) > 1 and marks[1][0] <= now - self.trip.window_s:
+            marks.popleft()

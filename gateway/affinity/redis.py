@@ -32,22 +32,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from gateway.affinity.base import Lookup, Pin, Pinned, Quotas, Removal, StoreRejected, StoreState, split_key
+from gateway.affinity.base import Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
 from gateway.affinity.breaker import Backoff, CircuitBreaker
-from gateway.affinity.connection import (
-    UNAVAILABLE,
-    Commands,
-    PooledCommands,
-    check,
-    connect,
-    error_code,
-    failure_kind,
-    where,
-)
+from gateway.affinity.connection import UNAVAILABLE, Commands, PooledCommands, error_code, failure_kind, where
 from gateway.affinity.memory import MemoryStore
-from gateway.config import RoutingConfig, SessionCacheConfig
+from gateway.affinity.startup import connect_or_reject, reason, verify
+from gateway.config import RoutingConfig
 
 logger = logging.getLogger("gateway.affinity")
 CLUSTER_BUCKETS = 16
@@ -79,6 +70,8 @@ class RedisStore:
         self.prefix = cache.key_prefix
         self.buckets = CLUSTER_BUCKETS if cache.cluster else 1
         self.cap_per_bucket = max(1, math.ceil(routing.session_max_entries / self.buckets))
+        self._buckets = [f"{self.prefix}:{{b{n}}}" for n in range(self.buckets)]  # the hash tags
+        self._indexes = [f"{bucket}:idx" for bucket in self._buckets]
         self.quotas = quotas = quotas or Quotas()
         self.where = where(cache)
         self._cache_config = cache
@@ -111,13 +104,13 @@ class RedisStore:
         """Connect and check credentials and permissions: refused is StoreRejected (a config
         error); unreachable is a warning, and the store starts degraded (fail-open)."""
         if self._commands is None:
-            self._commands = _connect(self._cache_config)
+            self._commands = connect_or_reject(self._cache_config)
         error = await verify(self.commands, self._cache_config.key_prefix, self.where)
         if error is None:
             self._set_state("up", "connected")
             return
         self.breaker.failure()
-        self._set_state("degraded", f"is unreachable at start ({_reason(error)})")
+        self._set_state("degraded", f"is unreachable at start ({reason(error)})")
 
     async def close(self) -> None:
         if self._flush is not None:
@@ -135,9 +128,8 @@ class RedisStore:
 
     def keys(self, key: str) -> tuple[str, str]:
         """The pin's Redis key and its bucket's index."""
-        digest = split_key(key)[0]
-        tag = f"{self.prefix}:{{b{int(digest[:4], 16) % self.buckets}}}"
-        return f"{tag}:p:{digest}", f"{tag}:idx"
+        bucket = int(key[:4], 16) % self.buckets if self.buckets > 1 else 0
+        return f"{self._buckets[bucket]}:p:{key.partition(':')[0]}", self._indexes[bucket]
 
     def _write_keys(self, key: str) -> tuple[tuple[str, str, str, str, str], str, int]:
         """The writing scripts' KEYS (pin, index, epoch, tenant index, deletion marker), the
@@ -213,7 +205,9 @@ class RedisStore:
         """When a held pin expires (ms, wall clock): the local copy's, and with a fixed TTL no
         later than the one Redis gave it."""
         left = self.local.expires_in(key)
-        local = int((time.time() + (left if left is not None else 0.0)) * 1000)
+        if left is None:  # held for publishing only (the local cache let it go)
+            return pin.expires_ms or int(time.time() * 1000) + self.ttl_ms
+        local = int((time.time() + left) * 1000)
         return local if self.refresh or not pin.expires_ms else min(local, pin.expires_ms)
 
     async def pin(self, key: str, pin: Pin) -> Pinned:
@@ -235,7 +229,7 @@ class RedisStore:
         expiry alone (a sliding one was slid by the lookup), so with a fixed TTL the copy does
         not outlive the pin in Redis; a pin rewritten in a new epoch replaces its copy."""
         held = self.local.lookup(key)
-        if held != pin or held is None or held.epoch != pin.epoch:
+        if held != pin or held is None or held.stored != pin.stored:
             self.local.store(key, pin)
 
     def _pin_locally(self, key: str, pin: Pin) -> Pinned:
@@ -308,13 +302,13 @@ class RedisStore:
             if code not in self._command_errors:
                 self._command_errors.add(code)
                 logger.error("affinity store: Redis at %s refused a command (%s); requests it "
-                             "serves are unpinned until this is fixed", self.where, _reason(error))
+                             "serves are unpinned until this is fixed", self.where, reason(error))
             if self.breaker.success():
                 self._recovered()
             return
         if self.breaker.failure(hard=kind != "late"):
             what = "rejected the gateway's credentials" if kind == "auth" else "is not answering"
-            self._set_state("degraded", f"{what} ({_reason(error)})")
+            self._set_state("degraded", f"{what} ({reason(error)})")
 
     def _recovered(self) -> None:
         self._set_state("up", f"back after {time.monotonic() - self._down_since:.1f} s")
@@ -380,54 +374,3 @@ class RedisStore:
             "unpublished_pins": self.pending,
             "restored_pins": self.restored,
         }
-
-
-def _reason(error: BaseException) -> str:
-    """An error for a log line: Redis's own text for a reply (it never holds the password),
-    else the exception's type and text."""
-    text = str(error).strip()
-    if isinstance(error, ResponseError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _connect(cache: SessionCacheConfig) -> Commands:
-    try:
-        return connect(cache)
-    except ValueError as exc:
-        raise StoreRejected(f"routing.session_cache: {exc}") from None
-
-
-async def verify(commands: Commands, prefix: str, where: str) -> BaseException | None:
-    """Raise StoreRejected when Redis refuses the gateway's credentials or a command the store
-    needs; return the error when Redis is unreachable, None when all is well."""
-    try:
-        await check(commands, prefix)
-    except UNAVAILABLE as exc:
-        kind = failure_kind(exc)
-        if kind == "auth":
-            raise StoreRejected(
-                f"routing.session_cache: Redis at {where} rejected the gateway's credentials "
-                f"({_reason(exc)}); check the password (and user) in the URL"
-            ) from None
-        if kind == "command":
-            raise StoreRejected(
-                f"routing.session_cache: the Redis user lacks a permission the affinity store "
-                f"needs ({_reason(exc)}); it needs GET, EVALSHA, EVAL and the commands its "
-                f"scripts run (gateway/affinity/scripts.py) on the keys {prefix}:*"
-            ) from None
-        return exc
-    return None
-
-
-async def preflight(routing: RoutingConfig) -> None:
-    """At `serve`, before any worker starts: a refused password or permission raises
-    StoreRejected; an unreachable Redis is left to the workers (they warn and fail open)."""
-    cache = routing.session_cache
-    if cache.type != "redis":
-        return
-    commands = _connect(cache)
-    try:
-        await verify(commands, cache.key_prefix, where(cache))
-    finally:
-        await commands.aclose()

@@ -7,8 +7,8 @@ them in order, so a reply goes to the oldest waiting caller: a deque of futures,
 packing and parsing, one timer for the whole connection.
 
 - Timeouts: each command has a deadline `timeout` after it was sent; past it that command alone
-  fails with TimeoutError (its reply, if it comes, is read and dropped). Only a connection that
-  has answered nothing for `hung_after` is presumed dead and dropped, so a hung Redis or a
+  fails with TimeoutError (its reply, if it comes, is read and dropped). Only a connection whose
+  oldest command has waited `hung_after` is presumed dead and dropped, so a hung Redis or a
   vanished peer is left for a fresh connection while one slow reply costs only its own command.
 - Failover: `-READONLY`, `-LOADING` and `-MASTERDOWN` mean this connection reaches a node that
   cannot serve us (a managed Redis moved its primary behind the same name): the connection is
@@ -35,7 +35,7 @@ from redis.exceptions import ResponseError
 
 # A timer may fire this early (libuv rounds to milliseconds); such a command is due anyway.
 TIMER_SLACK_S = 0.001
-# A connection that answered nothing for this many timeouts (at least HUNG_MIN_S) is dropped.
+# A connection whose oldest command waited this many timeouts (at least HUNG_MIN_S) is dropped.
 HUNG_TIMEOUTS = 8
 HUNG_MIN_S = 2.0
 # Replies that mean "this node cannot serve you now": drop the connection and reconnect.
@@ -71,7 +71,6 @@ class Link(asyncio.Protocol):
         self.hung_after = max(HUNG_MIN_S, HUNG_TIMEOUTS * timeout)
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.expired = 0  # leading commands in `pending` already failed by their deadline
-        self.answered = loop.time()  # when a reply last arrived (or the link opened)
         self.waiting: deque[asyncio.Future[None]] = deque()  # callers waiting for room
         self.woken = 0  # callers given room that have not sent yet: it is theirs
         self.transport: asyncio.Transport | None = None
@@ -157,7 +156,6 @@ class Link(asyncio.Protocol):
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked
             self.fail(ConnectionError(f"Redis protocol error: {exc!r}"))
             return
-        self.answered = self.loop.time()
         if self.waiting:
             self._wake()
 
@@ -191,8 +189,8 @@ class Link(asyncio.Protocol):
             self.transport.abort()
 
     def _check_deadline(self) -> None:
-        """Fail the commands past their deadline, each alone; drop the link if it has answered
-        nothing for `hung_after` while a command waited; then watch the next deadline."""
+        """Fail the commands past their deadline, each alone; drop the link if its oldest command
+        has waited `hung_after`; then watch the next deadline."""
         self._timer = None
         pending = self.pending
         now = self.loop.time() + TIMER_SLACK_S
@@ -205,12 +203,13 @@ class Link(asyncio.Protocol):
         self.expired = index
         if not pending:
             return
-        oldest_sent = pending[0][1] - self.timeout
-        silent_since = max(oldest_sent, self.answered)
-        if silent_since + self.hung_after <= now:
+        # Replies come in order: the oldest command waiting this long means Redis has answered
+        # nothing on this connection for about as long.
+        hung_at = pending[0][1] - self.timeout + self.hung_after
+        if hung_at <= now:
             self.fail(ConnectionError(f"Redis answered nothing for {self.hung_after:g} s"))
             return
-        due = silent_since + self.hung_after
+        due = hung_at
         if index < len(pending):
             due = min(due, pending[index][1])
         self._timer = self.loop.call_at(due, self._check_deadline)
