@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import orjson
 
-from gateway.affinity import AffinityStore, MemoryStore
+from gateway.affinity import AffinityStore, MemoryStore, Quotas
 from gateway.affinity.redis import RedisStore
 from gateway.affinity.responses import build_response_store
 from gateway.apis import CHAT, MESSAGES
@@ -47,12 +47,16 @@ LOG_LEVEL_ENV = "AFFINITY_GATEWAY_LOG_LEVEL"  # `serve --log-level`, for every w
 PIN_GAUGE_INTERVAL_S = 15.0
 
 
-def build_store(config: Config) -> AffinityStore:
+def build_store(config: Config, metrics: Metrics) -> AffinityStore:
     routing = config.routing
+    quotas = Quotas.from_config(config)
     if routing.session_cache.type == "redis":
-        return RedisStore(routing)
+        return RedisStore(routing, quotas=quotas,
+                          on_state=lambda state: metrics.store_state("redis", state == "up"))
+    metrics.store_state("memory", True)
     return MemoryStore(
-        routing.session_ttl_seconds, routing.session_max_entries, routing.session_ttl_refresh
+        routing.session_ttl_seconds, routing.session_max_entries, routing.session_ttl_refresh,
+        quotas=quotas,
     )
 
 
@@ -67,7 +71,7 @@ ROUTERS: dict[str, Callable[[Config, UpstreamClient], Router]] = {
 def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     """`multiprocess_dir`: where `serve --workers N` keeps the workers' metric files."""
     metrics = Metrics(multiprocess_dir)
-    store = build_store(config)
+    store = build_store(config, metrics)
     response_store = build_response_store(config)
     responses = responses_api(response_store, config.limits.max_messages)
     upstream = UpstreamClient(config.upstream)
@@ -111,7 +115,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/routing/v1/responses": {"POST": RoutingDecision(pipeline, responses)},
         "/v1/models": {"GET": Models(config)},
         "/healthz": {"GET": Health(state, "live")},
-        "/readyz": {"GET": Health(state, "ready")},
+        "/readyz": {"GET": Health(state, "ready", store)},
         "/metrics": {"GET": MetricsEndpoint(metrics.render)},
         "/openapi.json": {"GET": Document(orjson.dumps(openapi_document(config)))},
         "/": {"HEAD": Reachable(), "GET": Reachable()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shutil
@@ -77,6 +78,8 @@ def check_config(path: str) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from gateway.affinity import StoreRejected
+    from gateway.affinity.startup import preflight
     from gateway.app import CONFIG_ENV, LOG_LEVEL_ENV
     from gateway.metrics import MULTIPROC_ENV
 
@@ -95,6 +98,11 @@ def serve_command(args: argparse.Namespace) -> int:
             "(each worker would keep its own pins); set routing.session_cache.url",
             file=sys.stderr,
         )
+        return 1
+    try:  # a refused password or ACL is a config error, before any worker starts
+        asyncio.run(preflight(config.routing))
+    except StoreRejected as error:
+        print(f"config error: {error}", file=sys.stderr)
         return 1
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     os.environ[LOG_LEVEL_ENV] = level

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from gateway.affinity import AffinityStore, Pin, pin_key
+from gateway.affinity.base import tenant_tag
 from gateway.affinity.lanes import LaneIndex
 from gateway.apis import ClientRequest
 from gateway.config import Config
@@ -18,6 +19,8 @@ from gateway.routing import Decision, Router, candidates
 from gateway.sessions import Session
 
 AffinityStatus = Literal["new", "hit", "none", "degraded"]
+# Tenants whose key tag is kept (a hash each, else on every request); past it, start over.
+TENANT_TAGS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class Decider:
         # A follow-up no other source placed goes back to the model of what it continues.
         self.follow_previous = any(
             source.body == "previous_response_id" for source in config.routing.session_sources)
+        self._tags: dict[str, str] = {}
 
     async def plan(
         self, request: ClientRequest, session: Session | None, tenant: str, *, pin: bool = True
@@ -79,7 +83,12 @@ class Decider:
         self.metrics.session_source(session.source if session is not None else "none")
         if session is None:
             return Plan(await self.route(request), "none")
-        key = pin_key(tenant, session.affinity_id, session.lane)
+        tag = self._tags.get(tenant)
+        if tag is None:
+            if len(self._tags) >= TENANT_TAGS:
+                self._tags.clear()
+            tag = self._tags[tenant] = tenant_tag(tenant)
+        key = pin_key(tenant, session.affinity_id, session.lane, tag)
         self.lanes.saw(tenant, session.affinity_id, session.lane)
         started = time.perf_counter()
         lookup = await self.store.get(key)

@@ -119,11 +119,18 @@ class AffinityAdmin:
 
     async def _get(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
         found = []
+        unknowable = False  # a lane this replica holds no copy of while Redis is down
         for lane in lanes:
             lookup = await self.store.get(pin_key(tenant, affinity_id, lane))
             if lookup.pin is not None:
                 found.append({"lane": lane, "model": lookup.pin.model, "route": lookup.pin.route,
-                              "degraded": lookup.degraded})
+                              "degraded": lookup.degraded,
+                              "source": "local_cache" if lookup.degraded else self.store.name})
+            unknowable = unknowable or (lookup.degraded and lookup.pin is None)
+        if not found and unknowable:  # not here, and Redis cannot say
+            raise StoreUnavailable(
+                "the affinity store is unreachable and this replica holds no copy of the pin: "
+                "it cannot tell; retry when it is back", code="affinity_store_unavailable")
         if not found:
             raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
         first = found[0]  # the lane seen first: a harness's main loop
@@ -146,16 +153,20 @@ class AffinityAdmin:
 
 
 class Health:
-    """GET /healthz (alive) and /readyz (config loaded, stores open, not draining)."""
+    """GET /healthz (alive) and /readyz (config loaded, stores open, not draining). /readyz
+    stays 200 while the affinity store is degraded (the gateway fails open) and says so."""
 
-    def __init__(self, state: dict[str, bool], key: str) -> None:
+    def __init__(self, state: dict[str, bool], key: str, store: AffinityStore | None = None) -> None:
         self.state = state
         self.key = key
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ok = self.state.get(self.key, False)
-        body = b'{"status":"ok"}' if ok else b'{"status":"unavailable"}'
-        await respond(send, 200 if ok else 503, body, [])
+        body: dict[str, str] = {"status": "ok" if ok else "unavailable"}
+        if self.store is not None:
+            body["affinity_store"] = self.store.state
+        await respond(send, 200 if ok else 503, orjson.dumps(body), [])
 
 
 class Document:

@@ -118,6 +118,11 @@ class Metrics:
             "gateway_affinity_pins", "Live pins in the store (sampled)", registry=r,
             multiprocess_mode="max",
         )
+        self.store_up = Gauge(
+            "gateway_affinity_store_up",
+            "1 while the affinity store answers, 0 while it is degraded (serving fail-open)",
+            ["store"], registry=r, multiprocess_mode="livemin",
+        )
         self.tokens = Counter(
             "gateway_tokens", "Tokens reported by upstream usage", ["model", "kind"], registry=r
         )
@@ -190,6 +195,10 @@ class Metrics:
 
     def affinity(self, event: str, count: int = 1) -> None:
         self._tally(self.affinity_events, event).add(count)
+
+    def store_state(self, store: str, up: bool) -> None:
+        """Set on each change of the store's state (rare), so straight to the gauge."""
+        self.store_up.labels(store).set(1 if up else 0)
 
     def store_time(self, store: str, seconds: float) -> None:
         self._tally(self.store_duration, store).add(seconds)

@@ -113,7 +113,7 @@ def gateway(config: Config | dict[str, Any]) -> Iterator[ThreadServer]:
 class RedisServer:
     """A private redis-server on a free port (never the machine's shared one), killable."""
 
-    def __init__(self, port: int | None = None, *extra: str) -> None:
+    def __init__(self, port: int | None = None, *extra: str, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -122,6 +122,7 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.extra = extra
+        self.password = password  # the server's requirepass, for the test's own commands
         self.dir = tempfile.mkdtemp(prefix="agw-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -150,7 +151,8 @@ class RedisServer:
         """A synchronous command through redis-py (tests inspect the server directly)."""
         import redis
 
-        client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True,
+                             password=self.password)
         try:
             return client.execute_command(*args)
         finally:

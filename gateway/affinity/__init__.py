@@ -5,7 +5,9 @@ from gateway.affinity.base import (
     Lookup,
     Pin,
     Pinned,
+    Quotas,
     Removal,
+    StoreRejected,
     pin_key,
     validate_affinity_id,
 )
@@ -17,7 +19,9 @@ __all__ = [
     "MemoryStore",
     "Pin",
     "Pinned",
+    "Quotas",
     "Removal",
+    "StoreRejected",
     "pin_key",
     "validate_affinity_id",
 ]

@@ -1,4 +1,5 @@
-"""Per-process pins with a TTL and a cap (also the Redis store's fail-open cache)."""
+"""Per-process pins with a TTL, a cap and per-tenant quotas (also the Redis store's fail-open
+cache)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from gateway.affinity.base import Lookup, Pin, Pinned, Removal
+from gateway.affinity.base import Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
 
 
 class MemoryStore:
     """Pins in an OrderedDict kept in expiry order.
 
     Every pin gets the same TTL and a refresh moves it to the end, so the front is always the pin
-    closest to expiry: expiring and evicting are both pops from the front, O(1).
+    closest to expiry: expiring and evicting are both pops from the front, O(1). With quotas, each
+    tenant that has one gets the same kind of OrderedDict of its own keys, so its pin closest to
+    expiry is found as cheaply, and evicting it never touches another tenant's.
     """
 
     name = "memory"
+    state: StoreState = "up"
 
     def __init__(
         self,
@@ -24,12 +28,16 @@ class MemoryStore:
         max_entries: int,
         refresh: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        quotas: Quotas | None = None,
     ) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self.refresh = refresh
         self.clock = clock
+        self.quotas = quotas or Quotas()
         self._entries: OrderedDict[str, tuple[Pin, float]] = OrderedDict()
+        # tenant tag -> that tenant's keys in expiry order (only while quotas are set)
+        self._tenants: dict[str, OrderedDict[str, None]] = {}
 
     def lookup(self, key: str) -> Pin | None:
         entry = self._entries.get(key)
@@ -38,12 +46,19 @@ class MemoryStore:
         pin, expires = entry
         now = self.clock()
         if expires <= now:
-            del self._entries[key]
+            self._pop(key)
             return None
         if self.refresh:
             self._entries[key] = (pin, now + self.ttl)
             self._entries.move_to_end(key)
+            if self._tenants:
+                self._tenant(key).move_to_end(key)
         return pin
+
+    def expires_in(self, key: str) -> float | None:
+        """Seconds until the pin under `key` expires here; None when there is none."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1] - self.clock()
 
     def put(self, key: str, pin: Pin) -> Pinned:
         existing = self.lookup(key)
@@ -58,28 +73,63 @@ class MemoryStore:
         return Pinned(new, created=True, evicted=self.store(key, new))
 
     def store(self, key: str, pin: Pin) -> int:
-        """Set unconditionally (newest expiry); returns how many pins the cap evicted."""
+        """Set unconditionally (newest expiry); returns how many pins the cap and quota evicted."""
         now = self.clock()
         self._entries[key] = (pin, now + self.ttl)
         self._entries.move_to_end(key)
         self._drop_expired(now)
         evicted = 0
+        if self.quotas.enabled:
+            evicted += self._within_quota(key)
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._pop(next(iter(self._entries)))
             evicted += 1
         return evicted
+
+    def _within_quota(self, key: str) -> int:
+        """Evict the tenant's own pins closest to expiry beyond its quota (never `key`)."""
+        limit = self.quotas.limit(split_key(key)[1])
+        if limit <= 0:
+            return 0
+        keys = self._tenant(key)
+        keys[key] = None
+        keys.move_to_end(key)
+        evicted = 0
+        while len(keys) > limit:
+            self._pop(next(iter(keys)))
+            evicted += 1
+        return evicted
+
+    def _tenant(self, key: str) -> OrderedDict[str, None]:
+        tag = split_key(key)[1]
+        keys = self._tenants.get(tag)
+        if keys is None:
+            keys = self._tenants[tag] = OrderedDict()
+        return keys
+
+    def _pop(self, key: str) -> bool:
+        found = self._entries.pop(key, None) is not None
+        if self._tenants:
+            tag = split_key(key)[1]
+            keys = self._tenants.get(tag)
+            if keys is not None:
+                keys.pop(key, None)
+                if not keys:
+                    del self._tenants[tag]
+        return found
 
     def drain(self, limit: int) -> list[tuple[str, Pin]]:
         """Remove and return up to `limit` live pins, closest to expiry first."""
         self._drop_expired(self.clock())
         taken: list[tuple[str, Pin]] = []
         while self._entries and len(taken) < limit:
-            key, (pin, _) = self._entries.popitem(last=False)
-            taken.append((key, pin))
+            key = next(iter(self._entries))
+            taken.append((key, self._entries[key][0]))
+            self._pop(key)
         return taken
 
     def remove(self, key: str) -> bool:
-        return self._entries.pop(key, None) is not None
+        return self._pop(key)
 
     def __len__(self) -> int:
         self._drop_expired(self.clock())
@@ -87,10 +137,10 @@ class MemoryStore:
 
     def _drop_expired(self, now: float) -> None:
         while self._entries:
-            _, (_, expires) = next(iter(self._entries.items()))
+            key, (_, expires) = next(iter(self._entries.items()))
             if expires > now:
                 return
-            self._entries.popitem(last=False)
+            self._pop(key)
 
     async def get(self, key: str) -> Lookup:
         return Lookup(self.lookup(key))
@@ -112,3 +162,4 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._entries.clear()
+        self._tenants.clear()

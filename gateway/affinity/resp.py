@@ -1,17 +1,22 @@
 """A pipelined RESP client for one Redis server: the pinned path's single command, cheaply.
 
 redis-py spends 60-70 us of CPU on one `GET` (a pool checkout, a semaphore, command packing,
-response parsing in Python), about an eighth of a pinned request. Here one connection carries
-every command back to back and Redis answers them in order, so a reply goes to the oldest
-waiting caller: a deque of futures, hiredis for packing and parsing, no per-command timer.
+response parsing in Python), about an eighth of a pinned request; coredis 75 (loadtest/
+redis_clients.py). Here one connection carries every command back to back and Redis answers
+them in order, so a reply goes to the oldest waiting caller: a deque of futures, hiredis for
+packing and parsing, one timer for the whole connection.
 
-- Timeouts: each command has a deadline `timeout` after it was sent. One timer watches the
-  oldest command only (the others were sent later, so their deadlines are later); if it lapses
-  the connection is presumed hung and dropped, failing every command on it with TimeoutError,
-  which is never retried, so a hung Redis costs one timeout before the store's breaker opens.
+- Timeouts: each command has a deadline `timeout` after it was sent; past it that command alone
+  fails with TimeoutError (its reply, if it comes, is read and dropped). Only a connection whose
+  oldest command has waited `hung_after` is presumed dead and dropped, so a hung Redis or a
+  vanished peer is left for a fresh connection while one slow reply costs only its own command.
+- Failover: `-READONLY`, `-LOADING` and `-MASTERDOWN` mean this connection reaches a node that
+  cannot serve us (a managed Redis moved its primary behind the same name): the connection is
+  dropped and the command sent once more on a fresh one, with every command in flight on it.
 - Reconnects: a command on a connection that dies (Redis's idle `timeout`, CLIENT KILL, a
   proxy's cut) is sent once more on a fresh connection; AUTH and SELECT open each connection.
-- Bounds: at most `limit` commands in flight; further callers wait for room.
+- Other error replies (`-NOPERM`, `-WRONGTYPE`, ...) are the command's answer: ResponseError.
+- Bounds: at most `limit` commands in flight; further callers wait for room, at most `timeout`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,16 @@ from redis.exceptions import ResponseError
 
 # A timer may fire this early (libuv rounds to milliseconds); such a command is due anyway.
 TIMER_SLACK_S = 0.001
+# A connection whose oldest command waited this many timeouts (at least HUNG_MIN_S) is dropped.
+HUNG_TIMEOUTS = 8
+HUNG_MIN_S = 2.0
+# Replies that mean "this node cannot serve you now": drop the connection and reconnect.
+FAILOVER_REPLIES = ("READONLY", "LOADING", "MASTERDOWN")
+
+
+class Failover(ConnectionError):
+    """Redis answered -READONLY, -LOADING or -MASTERDOWN: the connection reaches a node that is
+    not (or not yet) a serving primary."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +68,9 @@ class Link(asyncio.Protocol):
         self.timeout = timeout
         self.limit = limit
         self.reader = hiredis.Reader(replyError=ResponseError)
+        self.hung_after = max(HUNG_MIN_S, HUNG_TIMEOUTS * timeout)
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.expired = 0  # leading commands in `pending` already failed by their deadline
         self.waiting: deque[asyncio.Future[None]] = deque()  # callers waiting for room
         self.woken = 0  # callers given room that have not sent yet: it is theirs
         self.transport: asyncio.Transport | None = None
@@ -123,11 +140,18 @@ class Link(asyncio.Protocol):
         try:
             while (reply := self.reader.gets()) is not False:
                 future = pending.popleft()[0]
-                if future.done():  # its caller was cancelled or timed out
-                    continue
+                if self.expired:
+                    self.expired -= 1
                 if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
-                else:
+                    if str(reply).startswith(FAILOVER_REPLIES):
+                        failover = Failover(f"Redis answered {str(reply)[:120]}")
+                        if not future.done():
+                            future.set_exception(failover)
+                        self.fail(failover)  # every command after it reaches the same node
+                        return
+                    if not future.done():
+                        future.set_exception(reply)
+                elif not future.done():  # else its caller was cancelled or timed out
                     future.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked
             self.fail(ConnectionError(f"Redis protocol error: {exc!r}"))
@@ -155,6 +179,7 @@ class Link(asyncio.Protocol):
             if not future.done():
                 future.set_exception(_copy(error))
         self.pending.clear()
+        self.expired = 0
         self.outbox.clear()
         while self.waiting:
             waiter = self.waiting.popleft()
@@ -164,14 +189,30 @@ class Link(asyncio.Protocol):
             self.transport.abort()
 
     def _check_deadline(self) -> None:
+        """Fail the commands past their deadline, each alone; drop the link if its oldest command
+        has waited `hung_after`; then watch the next deadline."""
         self._timer = None
-        if not self.pending:
+        pending = self.pending
+        now = self.loop.time() + TIMER_SLACK_S
+        index = self.expired
+        while index < len(pending) and pending[index][1] <= now:
+            future = pending[index][0]
+            if not future.done():
+                future.set_exception(TimeoutError(f"Redis did not answer within {self.timeout:g} s"))
+            index += 1
+        self.expired = index
+        if not pending:
             return
-        deadline = self.pending[0][1]
-        if deadline <= self.loop.time() + TIMER_SLACK_S:
-            self.fail(TimeoutError(f"Redis did not answer within {self.timeout:g} s"))
-        else:  # the oldest command was answered; watch the one now oldest
-            self._timer = self.loop.call_at(deadline, self._check_deadline)
+        # Replies come in order: the oldest command waiting this long means Redis has answered
+        # nothing on this connection for about as long.
+        hung_at = pending[0][1] - self.timeout + self.hung_after
+        if hung_at <= now:
+            self.fail(ConnectionError(f"Redis answered nothing for {self.hung_after:g} s"))
+            return
+        due = hung_at
+        if index < len(pending):
+            due = min(due, pending[index][1])
+        self._timer = self.loop.call_at(due, self._check_deadline)
 
 
 def pack(args: tuple[str | bytes | int, ...]) -> bytes:
@@ -210,13 +251,21 @@ class RespClient:
             link = await self._connect(link)
         try:
             if link.full():
-                await link.room()
+                await self._room(link)
             return await link.send(command)
         except ConnectionError:  # the connection died under this command: once more, anew
             link = await self._connect(link)
             if link.full():
-                await link.room()
+                await self._room(link)
             return await link.send(command)
+
+    async def _room(self, link: Link) -> None:
+        """Wait for room on a full link, no longer than a command may take."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await link.room()
+        except TimeoutError:
+            raise TimeoutError(f"no room for a Redis command within {self.timeout:g} s") from None
 
     async def get(self, key: str) -> bytes | None:
         return cast("bytes | None", await self.execute(b"GET", key))

@@ -130,7 +130,7 @@ class RedisResponseStore:
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = connection._redis_py(self.cache)[0]
+            self._client = connection.redis_py(self.cache)[0]
         self._put = self._client.register_script(_PUT)
         self._delete = self._client.register_script(_DELETE)
 

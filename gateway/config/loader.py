@@ -342,6 +342,7 @@ def _routing(root: Node, models: dict[str, ModelProvider], warnings: list[str]) 
         router=router,
         session_ttl_seconds=routing.integer("session_ttl_seconds", 600, 1, 30 * 86_400),
         session_max_entries=routing.integer("session_max_entries", 10_000, 1, ceiling),
+        session_max_entries_per_tenant=routing.integer("session_max_entries_per_tenant", 0, 0, ceiling),
         session_ttl_refresh=routing.boolean("session_ttl_refresh", False),
         on_pinned_failure=cast(
             Any, routing.string("on_pinned_failure", "error", choices=("error", "reroute"))
@@ -405,6 +406,7 @@ def _session_cache(routing: Node) -> SessionCacheConfig:
         type=cast(Any, kind),
         url=url,
         tenant_header=(node.string("tenant_header") or "").lower() or None,
+        client=cast(Any, node.string("client", "auto", choices=("auto", "pipelined", "redis-py"))),
         key_prefix=node.string("key_prefix", "agw") or "agw",
         cluster=node.boolean("cluster", False),
         sentinel_master=master,
@@ -415,6 +417,10 @@ def _session_cache(routing: Node) -> SessionCacheConfig:
         local_cache_entries=node.integer("local_cache_entries", 10_000, 1, MEMORY_STORE_MAX),
         breaker_cooldown_ms=node.integer("breaker_cooldown_ms", 1000, 1, 600_000),
     )
+    replicated = bool(sentinels) or cache.cluster or (url or "").startswith("redis+sentinel://")
+    if cache.client == "pipelined" and replicated:
+        raise ConfigError(node.at("client"),
+                          "pipelined serves a single server; Sentinel and Cluster need redis-py")
     node.finish()
     return cache
 
@@ -523,6 +529,7 @@ def _auth(root: Node) -> AuthConfig:
     if node is None:
         return AuthConfig()
     keys = []
+    quotas: dict[str, int] = {}
     for element, path in node.items("keys"):
         entry = Node(element, path, root.environ)
         key = entry.secret("key")
@@ -530,7 +537,14 @@ def _auth(root: Node) -> AuthConfig:
             raise ConfigError(f"{path}.key", "is required")
         if not key:
             raise ConfigError(f"{path}.key", "is empty")
-        keys.append(AuthKey(key=key, tenant=entry.string("tenant", "default") or "default"))
+        tenant = entry.string("tenant", "default") or "default"
+        max_pins = None
+        if entry.raw("max_pins") is not None:
+            max_pins = entry.integer("max_pins", 0, 1, REDIS_STORE_MAX)
+        if max_pins is not None and quotas.setdefault(tenant, max_pins) != max_pins:
+            raise ConfigError(f"{path}.max_pins", f"tenant {tenant!r} already has max_pins {quotas[tenant]} "
+                              "from another key; a quota is per tenant")
+        keys.append(AuthKey(key=key, tenant=tenant, max_pins=max_pins))
         entry.finish()
     admin = node.secrets("admin_keys")
     if any(not key for key in admin):

@@ -10,6 +10,7 @@ from typing import Literal
 ProviderInterface = Literal["openai", "anthropic"]
 ResponsesMode = Literal["native", "translate"]
 RouterType = Literal["builtin", "llm"]
+RedisClient = Literal["auto", "pipelined", "redis-py"]
 PinnedFailure = Literal["error", "reroute"]
 UnknownModel = Literal["reject", "default"]
 
@@ -84,6 +85,8 @@ class RouterConfig:
 class SessionCacheConfig:
     type: Literal["memory", "redis"] = "memory"
     url: str | None = field(default=None, repr=False)
+    # auto: the pipelined client for a single-server URL, redis-py for Sentinel and Cluster.
+    client: RedisClient = "auto"
     tenant_header: str | None = None
     key_prefix: str = "agw"
     cluster: bool = False
@@ -124,6 +127,7 @@ class RoutingConfig:
     router: RouterConfig = RouterConfig()
     session_ttl_seconds: int = 600
     session_max_entries: int = 10_000
+    session_max_entries_per_tenant: int = 0  # 0: no per-tenant cap
     session_ttl_refresh: bool = False
     on_pinned_failure: PinnedFailure = "error"
     session_cache: SessionCacheConfig = SessionCacheConfig()
@@ -181,6 +185,7 @@ class ResponsesConfig:
 class AuthKey:
     key: str = field(repr=False)
     tenant: str
+    max_pins: int | None = None  # this key's tenant's pin quota, over session_max_entries_per_tenant
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_affinity_events_total": ("counter", frozenset({"event"})),
     "gateway_affinity_store_duration_seconds": ("histogram", frozenset({"store"})),
     "gateway_affinity_pins": ("gauge", frozenset()),
+    "gateway_affinity_store_up": ("gauge", frozenset({"store"})),  # SPEC section 4
     "gateway_tokens_total": ("counter", frozenset({"model", "kind"})),
     "gateway_upstream_errors_total": ("counter", frozenset({"provider", "reason"})),
     "gateway_inflight_requests": ("gauge", frozenset()),
@@ -215,6 +216,8 @@ def test_alert_rules_cover_the_issue(rules: list[dict[str, Any]]) -> None:
     by_name = {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules}
     assert 'gateway_requests_total{status=~"5.."}' in by_name["AffinityGatewayHighErrorRate"]
     assert 'gateway_affinity_events_total{event="degraded"}' in by_name["AffinityGatewayRedisDegraded"]
+    store_down = by_name["AffinityGatewayAffinityStoreDown"]
+    assert store_down == "min by (namespace, pod) (gateway_affinity_store_up) == 0"
     collapse = by_name["AffinityGatewayPinHitRatioCollapse"]
     assert 'event="hit"' in collapse and "offset 1h" in collapse
     assert by_name["AffinityGatewayHighLatencyP99"].startswith(

@@ -324,9 +324,28 @@ def test_redis_wiring(rendered: dict[str, Rendered]) -> None:
     assert "session_cache" not in memory.config()["routing"]
     assert "StatefulSet" not in memory.kinds()
 
-    persistent = rendered["trial"].get("StatefulSet")
-    assert persistent["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
-    assert "--appendonly" in persistent["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def test_the_bundled_redis_keeps_its_data_by_default(rendered: dict[str, Rendered]) -> None:
+    """AOF on a PersistentVolumeClaim and noeviction: a Redis restart loses no pin, and Redis
+    never evicts a pin (or the store's epoch key) behind the gateway's own cap."""
+    def flags(command: list[str]) -> dict[str, str]:
+        return dict(zip(command[1::2], command[2::2], strict=True))
+
+    persistent = rendered["default"].get("StatefulSet")
+    spec = persistent["spec"]
+    assert spec["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    container = spec["template"]["spec"]["containers"][0]
+    command = flags(container["command"])
+    assert (command["--appendonly"], command["--appendfsync"]) == ("yes", "everysec")
+    assert (command["--maxmemory-policy"], command["--dir"]) == ("noeviction", "/data")
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    assert "volumes" not in spec["template"]["spec"]  # the claim, not an emptyDir
+
+    trial = rendered["trial"].get("StatefulSet")  # persistence off: an emptyDir, no AOF
+    assert "volumeClaimTemplates" not in trial["spec"]
+    assert flags(trial["spec"]["template"]["spec"]["containers"][0]["command"])["--appendonly"] == "no"
+    assert trial["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
 
 
 @pytest.mark.parametrize("scenario", ["trial", "memory-store"])

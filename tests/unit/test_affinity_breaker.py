@@ -103,3 +103,28 @@ def test_a_probe_that_never_reports_lets_another_try_later() -> None:
     assert not cb.allow()
     clock.now += 0.5
     assert cb.allow()
+
+
+def test_one_late_reply_does_not_open_it_a_rate_of_them_does() -> None:
+    cb, clock = breaker()
+    for _ in range(100):
+        cb.success()
+    for _ in range(9):  # a stall: nine late replies at once
+        assert not cb.failure(hard=False)
+    assert not cb.open
+    for _ in range(50):  # then replies in time again: 9 of 159 calls were late
+        cb.success()
+        clock.now += 0.1
+    assert not cb.failure(hard=False)  # ten late, but not half the calls
+    assert not cb.open
+    clock.now += 11  # the window moved on: only what comes now counts
+    opened = [cb.failure(hard=False) for _ in range(10)]
+    assert opened == [False] * 9 + [True] and cb.open
+
+
+def test_a_lost_connection_opens_it_at_once() -> None:
+    cb, _ = breaker()
+    for _ in range(1000):
+        cb.success()
+    assert cb.failure(hard=True)
+    assert cb.open and not cb.allow()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gateway.affinity import MemoryStore, Pin, Removal, pin_key, validate_affinity_id
@@ -133,7 +135,7 @@ def test_pin_key_separates_tenants_and_cannot_be_injected() -> None:
     keys = {pin_key("team-a", "s1"), pin_key("team-b", "s1"), pin_key("team-a", "s2"),
             pin_key("team-a\0s", "1"), pin_key("", "team-a\0s1")}
     assert len(keys) == 5
-    assert all(len(key) == 32 and key.isalnum() for key in keys)
+    assert all(re.fullmatch(r"[0-9a-f]{32}:[0-9a-f]{12}", key) for key in keys)
     assert pin_key("team-a", "s1") == pin_key("team-a", "s1")
 
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from gateway.affinity import Pin, pin_key
+from gateway.affinity import Pin, StoreRejected, pin_key
 from gateway.affinity.connection import PooledCommands, connect, resp_address
 from gateway.affinity.redis import RedisStore
 from gateway.affinity.resp import Address, RespClient
@@ -79,12 +79,15 @@ def test_auth_and_db_from_the_url() -> None:
             async with opened(config) as store:
                 assert (await store.pin(pin_key("t", "s"), A)).created
                 assert (await store.get(pin_key("t", "s"))).pin == A
-            async with opened(routing(f"redis://:wrong@127.0.0.1:{server.port}/3")) as bad:
-                assert not await bad.ping()
-                assert (await bad.get(pin_key("t", "s"))).degraded
+            # A refused password is a config error at start, naming Redis, never the password.
+            with pytest.raises(StoreRejected, match="WRONGPASS") as refused:
+                async with opened(routing(f"redis://:wrong@127.0.0.1:{server.port}/3")):
+                    pass
+            assert f"127.0.0.1:{server.port}" in str(refused.value)
+            assert "wrong" not in str(refused.value).replace("WRONGPASS", "")
 
         run(main())
-        assert inspector.dbsize() == 2  # the pin and its index, in db 3
+        assert inspector.dbsize() == 3  # the pin, its index and the bucket's epoch, in db 3
         inspector.close()
     finally:
         server.stop()
@@ -117,7 +120,7 @@ def test_unix_socket_url(tmp_path: Path, runner: Runner) -> None:
                 assert (await store.get(pin_key("t", "s"))).pin == A
 
         runner(main())
-        assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 2
+        assert int(server.command("INFO", "keyspace")["db2"]["keys"]) == 3  # pin, index, epoch
     finally:
         server.stop()
 
@@ -147,12 +150,12 @@ def test_tls_url_verifies_the_server(certificates: Path, runner: Runner) -> None
                 assert not await store.ping()
 
         runner(main())
-        assert int(server.command("DBSIZE")) == 2
+        assert int(server.command("DBSIZE")) == 3  # pin, index, epoch
     finally:
         server.stop()
 
 
-def test_a_hung_server_costs_one_timeout_then_the_client_reconnects(runner: Runner) -> None:
+def test_a_hung_server_costs_one_timeout_then_the_client_answers_again(runner: Runner) -> None:
     server = RedisServer().start()
     process = server.process
     assert process is not None
@@ -167,12 +170,12 @@ def test_a_hung_server_costs_one_timeout_then_the_client_reconnects(runner: Runn
                 results = await asyncio.gather(*(resp.get(f"k{n}") for n in range(50)),
                                                return_exceptions=True)
                 elapsed = time.perf_counter() - started
-                # Every command in flight fails together after one timeout, none retried.
+                # Every command in flight fails at its own deadline (one timeout), none retried.
                 assert all(isinstance(result, TimeoutError) for result in results)
                 assert 0.19 <= elapsed < 0.6
             finally:
                 process.send_signal(signal.SIGCONT)
-            assert await resp.ping()  # on a fresh connection
+            assert await resp.ping()  # the late replies were read and dropped
             assert await resp.get("k0") is None
         finally:
             await resp.aclose()
@@ -398,17 +401,20 @@ def test_close_fails_what_is_in_flight_and_leaves_nothing_running(runner: Runner
     ("redis://:p%40ss@cache", Address("cache", 6379, password="p@ss")),
     ("redis://user:pw@cache:1/0", Address("cache", 1, username="user", password="pw")),
     ("unix:///run/redis.sock?db=4", Address(path="/run/redis.sock", db=4)),
-    ("redis://cache?socket_keepalive=true", None),  # beyond it: redis-py takes the URL
 ])
-def test_resp_addresses(url: str, expected: Address | None) -> None:
+def test_resp_addresses(url: str, expected: Address) -> None:
     got = resp_address(url)
-    if expected is None or got is None:
-        assert got == expected
-    else:
-        assert (got.host, got.port, got.path, got.username, got.password, got.db) == (
+    assert (got.host, got.port, got.path, got.username, got.password, got.db) == (
             expected.host, expected.port, expected.path, expected.username,
             expected.password, expected.db)
-        assert got.ssl is None
+    assert got.ssl is None
+
+
+def test_an_option_the_pipelined_client_does_not_honour_is_an_error_not_a_switch() -> None:
+    with pytest.raises(ValueError, match=r"'socket_keepalive'.*client: redis-py"):
+        resp_address("redis://cache?socket_keepalive=true")
+    with pytest.raises(ValueError, match="Sentinel and Cluster need redis-py"):
+        connect(SessionCacheConfig("redis", "redis://cache", client="pipelined", cluster=True))
 
 
 def test_single_servers_get_the_pipelined_client_and_the_rest_redis_py() -> None:
@@ -428,7 +434,8 @@ def test_single_servers_get_the_pipelined_client_and_the_rest_redis_py() -> None
             resp_address("rediss://cache:6380/0?ssl_cert_reqs=sometimes")
         for other in (cache(url="redis://127.0.0.1:1/0", cluster=True),
                       cache(url="redis+sentinel://127.0.0.1:1/mymaster"),
-                      cache(url="redis://127.0.0.1:1/0?health_check_interval=5")):
+                      cache(url="redis://127.0.0.1:1/0?health_check_interval=5", client="redis-py"),
+                      cache(url="redis://127.0.0.1:1/0", client="redis-py")):
             commands = connect(other)
             assert isinstance(commands, PooledCommands)
             await commands.aclose()
@@ -477,6 +484,116 @@ def test_replies_split_anywhere_are_reassembled(runner: Runner) -> None:
                 assert isinstance(results[4], ResponseError)
                 assert str(results[4]).startswith("NOSCRIPT")
                 assert results[5] == b""
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+def test_a_late_reply_fails_only_its_own_command(runner: Runner) -> None:
+    """The first GET is answered after its deadline; the ones sent after it are answered in
+    time, on the same connection, and get their own replies."""
+
+    async def slow_first(fake: Fake, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if key == b"slow":
+                await fake.release.wait()
+            writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(slow_first) as fake:
+            resp = client(local(fake.port), timeout=0.2)
+            try:
+                slow = asyncio.ensure_future(resp.get("slow"))
+                with pytest.raises(TimeoutError):
+                    await slow
+                fake.release.set()  # the late reply comes now, then the others
+                assert await asyncio.gather(*(resp.get(f"k{n}") for n in range(5))) == [
+                    f"k{n}".encode() for n in range(5)]
+                assert fake.connections == 1
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+def test_a_connection_that_answers_nothing_is_dropped(runner: Runner) -> None:
+    async def silent_first(fake: Fake, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if fake.connections > 1:
+                writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(silent_first) as fake:
+            resp = client(local(fake.port), timeout=0.05)
+            link = None
+            try:
+                started = time.perf_counter()
+                with pytest.raises(TimeoutError):
+                    await resp.get("lost")
+                link = resp._link
+                assert link is not None and link.error is None  # one late reply: kept
+                await wait_until(lambda: link is not None and link.error is not None)
+                assert time.perf_counter() - started >= 2.0  # HUNG_MIN_S of silence
+                assert await resp.get("k") == b"k"  # on a fresh connection
+                assert fake.connections == 2
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+@pytest.mark.parametrize("reply", [b"-READONLY You can't write against a read only replica.",
+                                   b"-LOADING Redis is loading the dataset in memory",
+                                   b"-MASTERDOWN Link with MASTER is down"])
+def test_a_failover_reply_drops_the_connection_and_resends(reply: bytes, runner: Runner) -> None:
+    """The first connection reaches a node that cannot serve: the command that got the reply and
+    the one sent behind it both go again on a fresh connection, to the node that can."""
+
+    async def demoted_first(fake: Fake, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if fake.connections == 1:
+                writer.write(reply + b"\r\n")
+            else:
+                writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(demoted_first) as fake:
+            resp = client(local(fake.port))
+            try:
+                assert await asyncio.gather(resp.get("a"), resp.get("b")) == [b"a", b"b"]
+                assert fake.connections == 2
+                assert await resp.get("c") == b"c"
+            finally:
+                await resp.aclose()
+
+    runner(main())
+
+
+def test_other_error_replies_are_the_commands_answer(runner: Runner) -> None:
+    async def refusing(fake: Fake, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        while True:
+            key = (await fake.command(reader))[1]
+            if key == b"no":
+                writer.write(b"-NOPERM this user has no permissions to run the 'get' command\r\n")
+            else:
+                writer.write(b"$%d\r\n%s\r\n" % (len(key), key))
+
+    async def main() -> None:
+        async with Fake(refusing) as fake:
+            resp = client(local(fake.port))
+            try:
+                with pytest.raises(ResponseError, match=r"^NOPERM"):
+                    await resp.get("no")
+                assert await resp.get("yes") == b"yes"
+                assert fake.connections == 1
             finally:
                 await resp.aclose()
 
