@@ -18,6 +18,7 @@ from gateway.decider import Decider, Plan
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
 from gateway.routing import Decision
+from gateway.tracing import Tracer
 from gateway.upstream import UpstreamClient, UpstreamResponse
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -37,13 +38,14 @@ class Served:
 class Dispatcher:
     def __init__(
         self, config: Config, upstream: UpstreamClient, decider: Decider, store: AffinityStore,
-        metrics: Metrics,
+        metrics: Metrics, tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self.upstream = upstream
         self.decider = decider
         self.store = store
         self.metrics = metrics
+        self.tracer = tracer
 
     async def run(self, request: ClientRequest, plan: Plan, api: ClientApi) -> tuple[Served, Plan]:
         """Serve `plan`; returns what served and the plan as it stands after (a moved pin)."""
@@ -120,13 +122,19 @@ class Dispatcher:
         attempt = 0
         while True:
             retry_after: float | None = None
+            # A span per attempt, its traceparent in `headers`, when the request is traced.
+            span = None if self.tracer is None else self.tracer.attempt(provider, attempt, headers)
             try:
                 response = await self.upstream.post(url, headers, body)
             except UpstreamError as exc:
+                if span is not None:
+                    span.failed(exc.reason)
                 self.metrics.upstream_error(provider.provider, exc.reason)
                 if exc.reason != "connect" or attempt >= retries:
                     raise
             else:
+                if span is not None:
+                    span.answered(response.status)
                 if 200 <= response.status < 300:
                     return response  # a redirect is an error too: following it would send the key on
                 error = status_error(provider, response.status, await response.read())

@@ -25,6 +25,7 @@ from gateway.http import header, read_body, respond, wait_for_disconnect
 from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
+from gateway.tracing import Tracer
 from gateway.types import Headers, Receive, Scope, Send
 from gateway.usage import usage_of
 
@@ -54,9 +55,10 @@ def decision_headers(rid: str, plan: Plan | None, model: str | None) -> Headers:
 class Pipeline:
     def __init__(
         self, config: Config, auth: Authenticator, decider: Decider, dispatcher: Dispatcher,
-        metrics: Metrics,
+        metrics: Metrics, tracer: Tracer | None = None,
     ) -> None:
         self.config = config
+        self.tracer = tracer
         self.auth = auth
         self.decider = decider
         self.dispatcher = dispatcher
@@ -121,6 +123,8 @@ class Pipeline:
         elapsed = time.perf_counter() - ctx.started
         model = ctx.model or ""
         self.metrics.request(ctx.endpoint, model, ctx.status, elapsed)
+        if self.tracer is not None:
+            self.tracer.record(ctx)
         affinity_id = header(ctx.scope, b"x-model-affinity")
         plan, usage = ctx.plan, ctx.usage
         self.access.request(
@@ -187,6 +191,8 @@ class Pipeline:
                         if first:
                             first = False
                             self.metrics.first_token(provider.model, time.perf_counter() - ctx.started)
+                            if self.tracer is not None:
+                                self.tracer.first_token(provider.model, time.perf_counter() - ctx.started)
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = translator.close()
             except GatewayError as error:  # mid-stream: the status is gone, so say it in-band

@@ -15,6 +15,7 @@ from gateway.config.schema import (
     RoutingPreference,
     ServerConfig,
     SessionCacheConfig,
+    TracingConfig,
     UpstreamConfig,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "RoutingPreference",
     "ServerConfig",
     "SessionCacheConfig",
+    "TracingConfig",
     "UpstreamConfig",
     "load_config",
     "parse_config",

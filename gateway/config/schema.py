@@ -9,6 +9,7 @@ from typing import Literal
 ProviderInterface = Literal["openai", "anthropic"]
 RouterType = Literal["builtin", "llm"]
 PinnedFailure = Literal["error", "reroute"]
+TracingProtocol = Literal["http/protobuf", "grpc"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,21 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry traces (gateway/config/tracing.py resolves it, gateway/tracing.py uses it)."""
+
+    enabled: bool = False
+    otlp_endpoint: str | None = None  # resolved when enabled: the full URL (or gRPC target) spans go to
+    protocol: TracingProtocol = "http/protobuf"
+    sample_ratio: float = 1.0  # of traces the gateway starts; a client's sampled traceparent always counts
+    capture_content: bool = False  # the request's messages as a span attribute
+    service_name: str | None = None  # None: OTEL_RESOURCE_ATTRIBUTES' service.name, else affinity-gateway
+    batch_delay_ms: int = 5000
+    max_queue_size: int = 2048
+    export_timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     version: str
     providers: tuple[ModelProvider, ...]
@@ -129,6 +145,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     server: ServerConfig = ServerConfig()
     metrics_enabled: bool = True
+    tracing: TracingConfig = TracingConfig()
     warnings: tuple[str, ...] = ()
 
     def resolve(self, name: str) -> ModelProvider | None:

@@ -55,7 +55,9 @@ def test_plano_affinity_demo_loads() -> None:
     assert claude is not None and claude.interface == "anthropic"
     assert claude.access_key == ENV["ANTHROPIC_API_KEY"]
     assert claude.api_base == "https://api.anthropic.com/v1"
-    assert config.warnings == ("tracing: a Plano feature outside this gateway's scope; ignored",)
+    assert config.warnings == (  # Plano's sampling alone, with no collector: nothing to export to
+        "tracing: no OTLP endpoint (tracing.otlp_endpoint, OTEL_EXPORTER_OTLP_ENDPOINT); tracing is off",)
+    assert not config.tracing.enabled
 
 
 def test_v040_top_level_preferences_merge_with_inline_ones() -> None:
