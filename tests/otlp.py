@@ -6,13 +6,19 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -46,6 +52,10 @@ def attributes_of(pairs: Any) -> dict[str, Any]:
 def decode(body: bytes) -> list[ReceivedSpan]:
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
+    return spans_of(request)
+
+
+def spans_of(request: ExportTraceServiceRequest) -> list[ReceivedSpan]:
     spans = []
     for resource_spans in request.resource_spans:
         resource = attributes_of(resource_spans.resource.attributes)
@@ -78,14 +88,16 @@ class Receiver:
             body = gzip.decompress(body)
         status = 404
         if scope["path"] == "/v1/traces" and scope["method"] == "POST":
-            received = decode(body)
-            with self.lock:
-                self.spans.extend(received)
+            self.keep(decode(body))
             status = 200
         answer = ExportTraceServiceResponse().SerializeToString()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/x-protobuf")]})
         await send({"type": "http.response.body", "body": answer})
+
+    def keep(self, spans: list[ReceivedSpan]) -> None:
+        with self.lock:
+            self.spans.extend(spans)
 
     def named(self, name: str) -> list[ReceivedSpan]:
         with self.lock:
@@ -101,3 +113,26 @@ def otlp_receiver() -> Iterator[tuple[Receiver, ThreadServer]]:
     receiver = Receiver()
     with serve(receiver) as server:
         yield receiver, server
+
+
+class GrpcService(TraceServiceServicer):
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+        self.receiver.keep(spans_of(request))
+        return ExportTraceServiceResponse()
+
+
+@contextmanager
+def otlp_grpc_receiver() -> Iterator[tuple[Receiver, str]]:
+    """The same receiver behind OTLP/gRPC (TraceService.Export); yields its http:// endpoint."""
+    receiver = Receiver()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    add_TraceServiceServicer_to_server(GrpcService(receiver), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield receiver, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)

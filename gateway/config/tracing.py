@@ -42,7 +42,7 @@ def parse_tracing(root: Node, warnings: list[str]) -> TracingConfig:
     explicit = node.raw("enabled") is not None
     enabled = node.boolean("enabled", False)
     ratio = _ratio(node)
-    protocol, endpoint, origin = _endpoint(node, env)
+    protocol, endpoint = _endpoint(node, env)
     config = TracingConfig(
         protocol=protocol,
         sample_ratio=ratio,
@@ -63,7 +63,6 @@ def parse_tracing(root: Node, warnings: list[str]) -> TracingConfig:
     if not enabled:
         return TracingConfig(enabled=False)
     endpoint = endpoint or DEFAULT_ENDPOINTS[protocol]
-    _check_endpoint(endpoint, protocol, origin or node.at("otlp_endpoint"))
     _check_installed(protocol, node.path)
     return replace(config, enabled=True, otlp_endpoint=endpoint)
 
@@ -76,8 +75,8 @@ def _ratio(node: Node) -> float:
     return node.number("sample_ratio", 1.0, 0.0, 1.0)
 
 
-def _endpoint(node: Node, env: Any) -> tuple[Any, str | None, str | None]:
-    """The protocol, the endpoint (None: none configured anywhere), and where it came from."""
+def _endpoint(node: Node, env: Any) -> tuple[Any, str | None]:
+    """The protocol, and the endpoint (None: none configured anywhere)."""
     ours = node.string("otlp_endpoint") or None
     plano = node.string("opentracing_grpc_endpoint") or None
     declared = node.string("protocol", choices=PROTOCOLS)
@@ -86,18 +85,21 @@ def _endpoint(node: Node, env: Any) -> tuple[Any, str | None, str | None]:
     if plano:
         if declared == "http/protobuf":
             raise ConfigError(node.at("protocol"), "opentracing_grpc_endpoint is a gRPC endpoint")
-        return "grpc", plano, node.at("opentracing_grpc_endpoint")
+        _check_endpoint(plano, "grpc", node.at("opentracing_grpc_endpoint"))
+        return "grpc", plano
     protocol = declared or _env_protocol(env)
     if ours:
-        return protocol, _with_traces_path(ours, protocol), node.at("otlp_endpoint")
+        _check_endpoint(ours, protocol, node.at("otlp_endpoint"))
+        return protocol, _with_traces_path(ours, protocol)
     signal = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if signal:
-        return protocol, signal, f"{node.path} (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"
+        _check_endpoint(signal, protocol, f"{node.path} (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)")
+        return protocol, signal
     base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if base:
-        where = f"{node.path} (OTEL_EXPORTER_OTLP_ENDPOINT)"
-        return protocol, _with_traces_path(base, protocol, force=True), where
-    return protocol, None, None
+        _check_endpoint(base, protocol, f"{node.path} (OTEL_EXPORTER_OTLP_ENDPOINT)")
+        return protocol, _with_traces_path(base, protocol, force=True)
+    return protocol, None
 
 
 def _env_protocol(env: Any) -> str:

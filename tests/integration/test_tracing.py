@@ -13,7 +13,7 @@ import openai
 from gateway.affinity import pin_key
 from gateway.auth import DEFAULT_TENANT
 from tests.configs import CODE, three_models
-from tests.otlp import ReceivedSpan, Receiver, otlp_receiver
+from tests.otlp import ReceivedSpan, Receiver, otlp_grpc_receiver, otlp_receiver
 from tests.support import ThreadServer, free_port, gateway, wait_for
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -157,6 +157,22 @@ def test_retries_and_fallbacks_are_spans_of_their_own(simulator: ThreadServer) -
     assert server.attributes["gateway.rerouted_from"] == "vllm/coder"
     assert server.attributes["gateway.model"] == "openai/gpt-4o"
     assert CODE in server.attributes["gen_ai.input.messages"]  # capture_content: true
+
+
+def test_plano_tracing_block_exports_over_grpc(simulator: ThreadServer) -> None:
+    with otlp_grpc_receiver() as (receiver, endpoint):
+        config = three_models(simulator.url)
+        config["tracing"] = {"random_sampling": 100, "opentracing_grpc_endpoint": endpoint,
+                             "trace_arch_internal": True, "batch_delay_ms": 20}
+        with gateway(config) as replica:
+            httpx.post(f"{replica.url}/routing/v1/chat/completions",
+                       json={"messages": [{"role": "user", "content": CODE}]}).raise_for_status()
+            server = wait_for(lambda: receiver.named("POST /routing/v1/chat/completions"),
+                              message="no span came over gRPC")[0]
+            spans = complete_trace(receiver, server.trace_id, 2)
+    assert server.attributes["gateway.route"] == "code_generation"
+    assert server.resource["service.name"] == "affinity-gateway"
+    assert sorted(children(spans, server)) == ["routing"]  # a decision only: no upstream call
 
 
 def test_sampling_keeps_a_clients_sampled_trace_and_the_ratio_decides_the_rest(
