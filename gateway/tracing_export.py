@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from gateway.config import TracingConfig
 from gateway.metrics import Metrics
 
-# The most a stopping replica waits for its last spans to leave, beyond the export timeout.
-CLOSE_GRACE_S = 1.0
+# The most a stopping replica waits for its last spans to leave: the export timeout, within
+# this cap (the pod's grace period is sized for the drain, not for a collector that is down).
+MAX_CLOSE_WAIT_S = 5.0
 
 
 def otlp_exporter(config: TracingConfig) -> SpanExporter:
@@ -86,7 +87,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
 async def shut_down(shutdown: Callable[[], object], config: TracingConfig) -> None:
     """Run the provider's blocking shutdown (a last export) in a daemon thread, waiting at most
-    the export timeout: a collector that is down must not hold up the replica's exit."""
+    the export timeout (capped): a collector that is down must not hold up the replica's exit."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -103,6 +104,6 @@ async def shut_down(shutdown: Callable[[], object], config: TracingConfig) -> No
 
     threading.Thread(target=run, name="trace-shutdown", daemon=True).start()
     try:
-        await asyncio.wait_for(asyncio.shield(done), config.export_timeout_ms / 1000 + CLOSE_GRACE_S)
+        await asyncio.wait_for(asyncio.shield(done), min(config.export_timeout_ms / 1000, MAX_CLOSE_WAIT_S))
     except TimeoutError:
         pass  # the thread is a daemon: it ends with the process

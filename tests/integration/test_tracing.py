@@ -11,7 +11,9 @@ import httpx
 import openai
 
 from gateway.affinity import pin_key
+from gateway.app import create_app
 from gateway.auth import DEFAULT_TENANT
+from gateway.config import parse_config
 from tests.configs import CODE, three_models
 from tests.otlp import ReceivedSpan, Receiver, otlp_grpc_receiver, otlp_receiver
 from tests.support import ThreadServer, free_port, gateway, wait_for
@@ -209,6 +211,17 @@ def test_an_unreachable_collector_fails_no_request_and_its_lost_spans_are_counte
         counts = wait_for(lambda: len(found := dropped()) == 2 and all(found.values()) and found,
                           message="dropped spans were not counted")
         assert counts["queue_full"] + counts["export_failed"] <= 6 * 3  # each request's spans, once
+
+
+def test_a_replica_stops_in_time_while_its_collector_is_down(simulator: ThreadServer) -> None:
+    # An export timeout far beyond any grace period: the exporter retries all of it.
+    config = traced(simulator.url, f"http://127.0.0.1:{free_port()}", export_timeout_ms=120_000)
+    replica = ThreadServer(create_app(parse_config(config, environ={}))).start()
+    try:
+        client(replica).chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
+    finally:
+        replica.stop()  # joins the server thread for up to 15 s
+    assert not replica.thread.is_alive(), "the last export held the replica's exit"
 
 
 def test_tracing_off_imports_no_trace_sdk_nor_exporter() -> None:
