@@ -42,6 +42,7 @@ class CountingExporter(SpanExporter):
     def __init__(self, exporter: SpanExporter, metrics: Metrics) -> None:
         self.exporter = exporter
         self.metrics = metrics
+        self.closed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -53,7 +54,10 @@ class CountingExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        self.exporter.shutdown()
+        """Also what aborts an export still retrying when the replica stops (see `shut_down`)."""
+        if not self.closed:
+            self.closed = True
+            self.exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
@@ -85,9 +89,12 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
-async def shut_down(shutdown: Callable[[], object], config: TracingConfig) -> None:
+async def shut_down(
+    shutdown: Callable[[], object], abort: Callable[[], object], config: TracingConfig
+) -> None:
     """Run the provider's blocking shutdown (a last export) in a daemon thread, waiting at most
-    the export timeout (capped): a collector that is down must not hold up the replica's exit."""
+    the export timeout (capped): a collector that is down must not hold up the replica's exit.
+    Past that, `abort` stops the exporter retrying, so the thread ends soon after too."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -106,4 +113,4 @@ async def shut_down(shutdown: Callable[[], object], config: TracingConfig) -> No
     try:
         await asyncio.wait_for(asyncio.shield(done), min(config.export_timeout_ms / 1000, MAX_CLOSE_WAIT_S))
     except TimeoutError:
-        pass  # the thread is a daemon: it ends with the process
+        abort()

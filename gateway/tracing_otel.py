@@ -94,9 +94,8 @@ class OtelTracer:
         self.provider = TracerProvider(
             sampler=ParentBased(ALWAYS_ON), resource=resource(config), shutdown_on_exit=False
         )
-        self.provider.add_span_processor(
-            CountingBatchSpanProcessor(CountingExporter(otlp_exporter(config), metrics), config, metrics)
-        )
+        self.exporter = CountingExporter(otlp_exporter(config), metrics)
+        self.provider.add_span_processor(CountingBatchSpanProcessor(self.exporter, config, metrics))
         self.tracer = self.provider.get_tracer("affinity-gateway")
         self.propagator = TraceContextTextMapPropagator()
         self.key = otel_context.create_key("affinity-gateway-request")
@@ -122,7 +121,7 @@ class OtelTracer:
         return TracedRouter(router, self)
 
     async def close(self) -> None:
-        await shut_down(self.provider.shutdown, self.config)
+        await shut_down(self.provider.shutdown, self.exporter.shutdown, self.config)
 
     # The request path.
 

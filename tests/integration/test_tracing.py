@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import httpx
@@ -222,6 +223,9 @@ def test_a_replica_stops_in_time_while_its_collector_is_down(simulator: ThreadSe
     finally:
         replica.stop()  # joins the server thread for up to 15 s
     assert not replica.thread.is_alive(), "the last export held the replica's exit"
+    # ...and its retries were called off: nothing of the replica goes on in the background.
+    wait_for(lambda: not any(t.name == "trace-shutdown" for t in threading.enumerate()),
+             message="the exporter kept retrying after the replica stopped")
 
 
 def test_tracing_off_imports_no_trace_sdk_nor_exporter() -> None:
