@@ -6,6 +6,8 @@ ARG PYTHON_VERSION=3.11
 
 # --- build: install the package and its dependencies into a virtualenv --------------------
 FROM python:${PYTHON_VERSION}-slim AS build
+# Install extras, e.g. --build-arg EXTRAS=tracing for OpenTelemetry traces (off by default).
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -14,7 +16,7 @@ WORKDIR /src
 # Dependencies first, so code edits reuse the cached dependency layer.
 COPY pyproject.toml README.md ./
 RUN mkdir gateway && touch gateway/__init__.py \
-    && pip install . \
+    && pip install ".${EXTRAS:+[$EXTRAS]}" \
     && pip uninstall --yes affinity-gateway
 COPY gateway ./gateway
 RUN pip install --no-deps . \

@@ -39,6 +39,7 @@ from gateway.routing import BuiltinRouter, Router
 from gateway.routing.llm import LLMRouter
 from gateway.sessions import Sessions
 from gateway.stored_responses import StoredResponses
+from gateway.tracing import build_tracer
 from gateway.upstream import UpstreamClient
 
 logger = logging.getLogger("gateway")
@@ -71,16 +72,19 @@ ROUTERS: dict[str, Callable[[Config, UpstreamClient], Router]] = {
 def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     """`multiprocess_dir`: where `serve --workers N` keeps the workers' metric files."""
     metrics = Metrics(multiprocess_dir)
+    tracer = build_tracer(config.tracing, metrics)  # None when tracing is off: nothing is wrapped
     store = build_store(config, metrics)
     response_store = build_response_store(config)
     responses = responses_api(response_store, config.limits.max_messages)
     upstream = UpstreamClient(config.upstream)
     router = ROUTERS[config.routing.router.type](config, upstream)
+    if tracer is not None:
+        store, router = tracer.traced_store(store), tracer.traced_router(router)
     auth = Authenticator(config.auth, config.routing.session_cache.tenant_header)
     decider = Decider(config, store, router, metrics)
-    dispatcher = Dispatcher(config, upstream, decider, store, metrics)
+    dispatcher = Dispatcher(config, upstream, decider, store, metrics, tracer)
     sessions = Sessions(config)
-    pipeline = Pipeline(config, auth, decider, dispatcher, metrics, sessions)
+    pipeline = Pipeline(config, auth, decider, dispatcher, metrics, sessions, tracer)
     state = {"live": True, "ready": False}
 
     @contextlib.asynccontextmanager
@@ -103,6 +107,8 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
                 await response_store.close()
                 await upstream.close()
             finally:
+                if tracer is not None:
+                    await tracer.close()  # the last spans out, within the export timeout
                 metrics.close()  # the last counts, and the worker's multiprocess files marked dead
 
     exact: dict[str, Methods] = {
@@ -116,7 +122,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/v1/models": {"GET": Models(config)},
         "/healthz": {"GET": Health(state, "live")},
         "/readyz": {"GET": Health(state, "ready", store)},
-        "/metrics": {"GET": MetricsEndpoint(metrics.render)},
+        "/metrics": {"GET": MetricsEndpoint(metrics.render, metrics.render_openmetrics if tracer else None)},
         "/openapi.json": {"GET": Document(orjson.dumps(openapi_document(config)))},
         "/": {"HEAD": Reachable(), "GET": Reachable()},
     }
@@ -126,6 +132,8 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         Prefixed("/v1/affinity/", "affinity_id", {"GET": admin, "DELETE": admin}),
         Prefixed("/v1/responses/", "response_id", {"GET": stored, "DELETE": stored}),
     )
+    if tracer is not None:  # each traced endpoint in its server span
+        return Routes(*tracer.instrument(exact, prefixed), lifespan)
     return Routes(exact, prefixed, lifespan)
 
 

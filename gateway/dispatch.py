@@ -22,6 +22,7 @@ from gateway.decider import AffinityStatus, Decider, Plan
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
 from gateway.routing import Decision
+from gateway.tracing import Tracer
 from gateway.upstream import UpstreamClient, UpstreamResponse
 
 Forward = tuple[tuple[str, str, str], ...]  # (provider family, header name, value)
@@ -45,13 +46,14 @@ class Served:
 class Dispatcher:
     def __init__(
         self, config: Config, upstream: UpstreamClient, decider: Decider, store: AffinityStore,
-        metrics: Metrics,
+        metrics: Metrics, tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self.upstream = upstream
         self.decider = decider
         self.store = store
         self.metrics = metrics
+        self.tracer = tracer
 
     async def run(
         self, request: ClientRequest, plan: Plan, api: ClientApi, forward: Forward = ()
@@ -142,9 +144,13 @@ class Dispatcher:
         attempt = 0
         while True:
             hint: float | None = None
+            # A span per attempt, its traceparent in `headers`, when the request is traced.
+            span = None if self.tracer is None else self.tracer.attempt(provider, attempt, headers)
             try:
                 response = await self.upstream.post(url, headers, body)
             except UpstreamError as exc:
+                if span is not None:
+                    span.failed(exc.reason)
                 self.metrics.upstream_error(provider.provider, exc.reason)
                 # Only a failed connect is retried: nothing of the request left the gateway. A
                 # reset or a timeout after the request was written may follow a provider that
@@ -152,6 +158,8 @@ class Dispatcher:
                 if exc.reason != "connect" or attempt >= retries:
                     raise
             else:
+                if span is not None:
+                    span.answered(response.status)
                 if 200 <= response.status < 300:
                     return response  # a redirect is an error too: following it would send the key on
                 message = await response.read_some(self.config.upstream.max_error_body_bytes)

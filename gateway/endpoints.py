@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
 from gateway.affinity import AffinityStore, pin_key, validate_affinity_id
 from gateway.affinity.lanes import LaneIndex
@@ -16,7 +17,7 @@ from gateway.apis import COUNT_TOKENS, ClientApi
 from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.errors import GatewayError, NotFound, StoreUnavailable
-from gateway.http import respond
+from gateway.http import header, respond
 from gateway.pipeline import Pipeline
 from gateway.types import Receive, Scope, Send
 
@@ -180,10 +181,22 @@ class Document:
 
 
 class MetricsEndpoint:
-    def __init__(self, render: Callable[[], bytes]) -> None:
+    """GET /metrics; in OpenMetrics (which carries exemplars) when a scraper asks for it and
+    `render_openmetrics` is given (tracing is on)."""
+
+    def __init__(
+        self, render: Callable[[], bytes], render_openmetrics: Callable[[], bytes] | None = None
+    ) -> None:
         self.render = render
+        self.render_openmetrics = render_openmetrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.render_openmetrics is not None and "application/openmetrics-text" in (
+            header(scope, b"accept") or ""
+        ):
+            body = self.render_openmetrics()
+            await respond(send, 200, body, [], content_type=OPENMETRICS_TYPE.encode())
+            return
         body = self.render()
         await respond(send, 200, body, [], content_type=CONTENT_TYPE_LATEST.encode())
 

@@ -11,10 +11,13 @@ Affinity ids are never labels.
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.samples import Exemplar
 
 # Set by `serve --workers N` (N > 1) before workers start: prometheus_client itself reads it
 # when metrics are created, to keep values in files there; the app passes it to `Metrics`.
@@ -50,13 +53,14 @@ class Tally:
 class HistogramTally:
     """A histogram's observations since the last flush: a count per bucket and the sum."""
 
-    __slots__ = ("bounds", "child", "counts", "sum")
+    __slots__ = ("bounds", "child", "counts", "exemplar", "sum")
 
     def __init__(self, child: Any) -> None:
         self.child = child
         self.bounds: list[float] = child._upper_bounds  # ends with +Inf: every value has a bucket
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
+        self.exemplar: tuple[str, float] | None = None  # (trace id, value): only with tracing on
 
     def add(self, amount: float) -> None:
         self.counts[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount, as observe()
@@ -75,6 +79,11 @@ class HistogramTally:
                 counts[index] = 0
         amount, self.sum = self.sum, 0.0
         self.child._sum.inc(amount)
+        if self.exemplar is not None:  # the last traced observation, as observe(exemplar=) keeps it
+            trace_id, value = self.exemplar
+            self.exemplar = None
+            bucket = self.child._buckets[bisect_left(self.bounds, value)]
+            bucket.set_exemplar(Exemplar({"trace_id": trace_id}, value, time.time()))
 
 
 class Metrics:
@@ -141,17 +150,37 @@ class Metrics:
             "gateway_inflight_requests", "Requests in progress", registry=r,
             multiprocess_mode="livesum",
         )
+        self.spans_dropped = Counter(
+            "gateway_trace_spans_dropped", "Trace spans lost: the export queue was full, or the "
+            "export failed", ["reason"], registry=r,
+        )  # incremented from the span processor's thread, directly (thread-safe, and rare)
         self._inflight = Tally(self.inflight)  # no labels: held directly, flushed with the rest
         self._tallies: dict[tuple[Any, ...], Tally | HistogramTally] = {(id(self.inflight),): self._inflight}
 
     def render(self) -> bytes:
         """The exposition for a scrape: this process, or every worker's files added up."""
+        return self._exposition(generate_latest)
+
+    def render_openmetrics(self) -> bytes:
+        """The OpenMetrics exposition, which alone carries exemplars (the trace ids behind the
+        latency histograms, when tracing is on). Exemplars live in this process only: with
+        several workers the files they share have none (a prometheus_client limit)."""
+        return self._exposition(openmetrics.generate_latest)
+
+    def _exposition(self, generate: Any) -> bytes:
         self.flush()
         if not self.multiprocess_dir:
-            return bytes(generate_latest(self.registry))
+            return bytes(generate(self.registry))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return bytes(generate_latest(registry))
+        return bytes(generate(registry))
+
+    def exemplar(self, histogram: Histogram, labels: tuple[str, ...], trace_id: str, value: float) -> None:
+        """Keep a traced request's trace id for the bucket its value falls in; the next flush
+        attaches it (the last one per label set wins, as with observe(exemplar=))."""
+        tally = self._tally(histogram, *labels)
+        if isinstance(tally, HistogramTally):
+            tally.exemplar = (trace_id, value)
 
     def flush(self) -> None:
         for tally in self._tallies.values():

@@ -25,6 +25,7 @@ from gateway.limits import TenantConcurrency, check_header_size
 from gateway.logs import AccessLog, short_hash
 from gateway.metrics import Metrics
 from gateway.sessions import Sessions
+from gateway.tracing import Tracer
 from gateway.types import Headers, Receive, Scope, Send
 from gateway.usage import usage_of
 
@@ -55,10 +56,11 @@ def decision_headers(rid: str, plan: Plan | None, model: str | None) -> Headers:
 class Pipeline:
     def __init__(
         self, config: Config, auth: Authenticator, decider: Decider, dispatcher: Dispatcher,
-        metrics: Metrics, sessions: Sessions,
+        metrics: Metrics, sessions: Sessions, tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
+        self.tracer = tracer
         self.auth = auth
         self.decider = decider
         self.dispatcher = dispatcher
@@ -143,6 +145,8 @@ class Pipeline:
         elapsed = time.perf_counter() - ctx.started
         model = ctx.model or ""
         self.metrics.request(ctx.endpoint, model, ctx.status, elapsed)
+        if self.tracer is not None:
+            self.tracer.record(ctx)
         plan, usage = ctx.plan, ctx.usage
         session = plan.session if plan else None
         self.access.request(
@@ -231,6 +235,8 @@ class Pipeline:
                         if first:
                             first = False
                             self.metrics.first_token(provider.model, time.perf_counter() - ctx.started)
+                            if self.tracer is not None:
+                                self.tracer.first_token(provider.model, time.perf_counter() - ctx.started)
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = translator.close()
                 if save is not None and not saved and getattr(translator, "final", None) is not None:

@@ -19,6 +19,8 @@ standing in for nginx `return 200`):
 - Redis commands per pinned request (`INFO commandstats` deltas); gateway RSS idle and after.
 
 BENCH_COMPARE=label=/other/checkout adds that checkout's gateway to every round.
+BENCH_TRACING=100,1 adds gateways tracing that percentage of requests (OpenTelemetry, the
+[tracing] extra) to a local OTLP/HTTP sink, affinity on, to price tracing in the same rounds.
 
 Prints a markdown table and writes loadtest/results/bench.md (and bench.json).
 """
@@ -31,6 +33,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,7 @@ class Bench:
         self.redis_port = 0
         self.pids: dict[str, int] = {}  # server url -> pid, for CPU per request
         self.before: dict[str, int] = {}
+        self.traced: dict[str, float] = {}  # traced gateway url -> percent sampled
 
     def load(self, url: str, **options: Any) -> dict[str, Any]:
         """One load generator run, pinned to the load core; its JSON summary, with the CPU
@@ -164,6 +168,14 @@ class Bench:
             self.pids[other] = other_process.pid
             servers += [(f"gateway [{label}], affinity off", other, {}),
                         (f"gateway [{label}], affinity on", other, {"affinity": SESSIONS})]
+        for percent in traced():
+            sink = self.upstream()  # answers 200 to any POST: an OTLP/HTTP sink that discards
+            tracing = {"otlp_endpoint": sink, "sample_ratio": percent / 100}
+            url, traced_process = self.stack.gateway(
+                f"gateway-tracing-{percent:g}", {**config, "tracing": tracing}, self.server_cpu)
+            self.pids[url] = traced_process.pid
+            self.traced[url] = percent
+            servers.append((f"gateway, tracing {percent:g}%, affinity on", url, {"affinity": SESSIONS}))
         if "litellm" in os.environ.get("BENCH_PEERS", "").split(","):
             from litellm_peer import litellm_version, start_litellm
 
@@ -192,6 +204,8 @@ class Bench:
                     chunks=STREAM_CHUNKS, **options), "ttft_p50_ms", higher=False)
         self.rest(upstream, gateway)
         self.m.rss_after = rss_mb(process.pid)
+        for url, percent in self.traced.items():
+            print(f"tracing {percent:g}%: spans dropped {spans_dropped(url)}", flush=True)
         return self.m
 
     def rest(self, upstream: str, gateway: str) -> None:
@@ -217,6 +231,19 @@ def compared() -> list[tuple[str, str]]:
     from that checkout, measured in the same rounds (to price a change against main)."""
     pairs = [p.partition("=") for p in os.environ.get("BENCH_COMPARE", "").split(",") if p]
     return [(label, str(Path(path).resolve())) for label, _, path in pairs]
+
+
+def traced() -> list[float]:
+    """BENCH_TRACING=100,1: the sampling percentages of the traced gateways to add."""
+    return [float(p) for p in os.environ.get("BENCH_TRACING", "").split(",") if p]
+
+
+def spans_dropped(url: str) -> dict[str, float]:
+    """A traced gateway's gateway_trace_spans_dropped_total, by reason."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("gateway_trace_spans_dropped_total{")}
 
 
 def machine() -> str:

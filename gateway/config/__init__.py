@@ -16,6 +16,7 @@ from gateway.config.schema import (
     RoutingPreference,
     ServerConfig,
     SessionCacheConfig,
+    TracingConfig,
     UpstreamConfig,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "RoutingPreference",
     "ServerConfig",
     "SessionCacheConfig",
+    "TracingConfig",
     "UpstreamConfig",
     "load_config",
     "parse_config",

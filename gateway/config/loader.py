@@ -34,6 +34,7 @@ from gateway.config.schema import (
     UpstreamConfig,
     through_wildcard,
 )
+from gateway.config.tracing import parse_tracing
 
 logger = logging.getLogger("gateway.config")
 
@@ -41,7 +42,7 @@ logger = logging.getLogger("gateway.config")
 PLANO_TOP_LEVEL = {
     key: "a Plano feature outside this gateway's scope"
     for key in (
-        "tracing", "prompt_targets", "endpoints", "system_prompt", "prompt_guards", "agents",
+        "prompt_targets", "endpoints", "system_prompt", "prompt_guards", "agents",
         "filters", "ratelimits", "model_metrics_sources", "state_storage", "mode",
     )
 }
@@ -121,6 +122,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         logging=_logging(root),
         server=_server(root, server),
         metrics_enabled=_metrics(root),
+        tracing=parse_tracing(root, warnings),
         warnings=(),
         wildcards=wildcards,
     )

@@ -51,7 +51,9 @@ def render_config(config: Config) -> str:
         },
         "logging": dataclasses.asdict(config.logging),
         "metrics": {"enabled": config.metrics_enabled},
+        "tracing": dataclasses.asdict(config.tracing),
     }
+    data["tracing"]["otlp_endpoint"] = mask_url(config.tracing.otlp_endpoint)
     data["routing"]["session_cache"]["url"] = mask_url(config.routing.session_cache.url)
     proxy = config.upstream.proxy
     data["upstream"]["proxy"] = {"http": mask_userinfo(proxy.http), "https": mask_userinfo(proxy.https),

@@ -21,6 +21,7 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
 
 def is_model_name(name: str) -> bool:
     return _MODEL_NAME.fullmatch(name) is not None
+TracingProtocol = Literal["http/protobuf", "grpc"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,21 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry traces (gateway/config/tracing.py resolves it, gateway/tracing.py uses it)."""
+
+    enabled: bool = False
+    otlp_endpoint: str | None = None  # resolved when enabled: the full URL (or gRPC target) spans go to
+    protocol: TracingProtocol = "http/protobuf"
+    sample_ratio: float = 1.0  # of traces the gateway starts; a client's sampled traceparent always counts
+    capture_content: bool = False  # the request's messages as a span attribute
+    service_name: str | None = None  # None: OTEL_RESOURCE_ATTRIBUTES' service.name, else affinity-gateway
+    batch_delay_ms: int = 5000
+    max_queue_size: int = 2048
+    export_timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     version: str
     providers: tuple[ModelProvider, ...]
@@ -227,6 +243,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     server: ServerConfig = ServerConfig()
     metrics_enabled: bool = True
+    tracing: TracingConfig = TracingConfig()
     warnings: tuple[str, ...] = ()
     wildcards: tuple[ModelProvider, ...] = ()  # `provider/*` entries, in declaration order
 

@@ -36,6 +36,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_inflight_requests": ("gauge", frozenset()),
     "gateway_affinity_sources_total": ("counter", frozenset({"source"})),
     "gateway_translation_drops_total": ("counter", frozenset({"api", "what"})),
+    # SPEC section 11 (tracing): spans lost on the way to the collector.
+    "gateway_trace_spans_dropped_total": ("counter", frozenset({"reason"})),
 }
 # Label values that are a closed set in the SPEC.
 LABEL_VALUES = {
@@ -170,6 +172,16 @@ def test_every_dashboard_query_names_exposed_metrics(dashboard: dict[str, Any]) 
     assert len(exprs) > 20
     problems = {expr: check_expr(expr) for expr in exprs}
     assert {expr: p for expr, p in problems.items() if p} == {}
+
+
+def test_latency_panels_show_the_exemplars_that_link_to_traces(dashboard: dict[str, Any]) -> None:
+    with_exemplars = {
+        panel["title"]: [t["expr"] for t in panel["targets"] if t.get("exemplar")]
+        for panel in panels(dashboard["panels"]) if any(t.get("exemplar") for t in panel.get("targets", []))
+    }
+    # The two histograms the gateway attaches trace ids to (gateway/tracing_otel.py).
+    assert sorted(with_exemplars) == ["Request duration by endpoint", "Time to first token by model"]
+    assert all(len(exprs) == 1 for exprs in with_exemplars.values())
 
 
 def test_dashboard_answers_the_operator_questions(dashboard: dict[str, Any]) -> None:

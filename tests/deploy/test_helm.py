@@ -423,6 +423,8 @@ def test_render_refuses_workers_without_a_shared_store(chart: helm.Chart) -> Non
         ({"config": {"version": "v9"}}, "/config/version"),
         ({"config": {"model_providers": []}}, "/config/model_providers"),
         ({"simulator": {"failRate": 2}}, "/simulator/failRate"),
+        ({"tracing": {"protocol": "http/json"}}, "/tracing/protocol"),
+        ({"tracing": {"otlpEndpoint": "collector:4318"}}, "/tracing/otlpEndpoint"),
     ],
 )
 def test_schema_rejects_wrong_values(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
@@ -430,6 +432,22 @@ def test_schema_rejects_wrong_values(chart: helm.Chart, values: dict[str, Any], 
         chart.validate_schema(values)
     with pytest.raises(helm.HelmValuesError):
         render(chart, values)
+
+
+def test_tracing_values_render_into_the_config(chart: helm.Chart, rendered: dict[str, Rendered]) -> None:
+    assert rendered["production"].config()["tracing"] == {
+        "enabled": True, "otlp_endpoint": "http://otel-collector.observability:4317", "protocol": "grpc",
+        "sample_ratio": 0.05, "capture_content": False, "service_name": "llm-gateway",
+    }
+    assert "tracing" not in rendered["memory-store"].config()
+    # Over a Plano block in `config`: its own sampling and endpoint give way to the values'.
+    plano = {"config": {"tracing": {"random_sampling": 100, "opentracing_grpc_endpoint": "http://j:4317",
+                                    "batch_delay_ms": 100}},
+             "tracing": {"enabled": True, "otlpEndpoint": "http://c:4318"}}
+    assert render(chart, plano).config()["tracing"] == {
+        "enabled": True, "otlp_endpoint": "http://c:4318", "protocol": "http/protobuf", "sample_ratio": 1.0,
+        "capture_content": False, "batch_delay_ms": 100,
+    }
 
 
 def schema_leaves(schema: dict[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

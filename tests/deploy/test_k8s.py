@@ -159,6 +159,16 @@ def test_config_passes_check_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_tracing_example_is_a_valid_block_once_uncommented(tmp_path: Path) -> None:
+    text = (K8S / "config.yaml").read_text()
+    example = ("# tracing:\n#   otlp_endpoint: http://otel-collector.observability:4318\n"
+               "#   sample_ratio: 0.1\n")
+    assert example in text
+    result = run_check_config(text.replace(example, example.replace("# ", "")), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "otlp_endpoint: http://otel-collector.observability:4318/v1/traces" in result.stdout
+
+
 # --- Dockerfile ----------------------------------------------------------------------------
 
 

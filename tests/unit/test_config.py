@@ -66,7 +66,9 @@ def test_plano_affinity_demo_loads() -> None:
     assert claude is not None and claude.interface == "anthropic"
     assert claude.access_key == ENV["ANTHROPIC_API_KEY"]
     assert claude.api_base == "https://api.anthropic.com/v1"
-    assert config.warnings == ("tracing: a Plano feature outside this gateway's scope; ignored",)
+    assert config.warnings == (  # Plano's sampling alone, with no collector: nothing to export to
+        "tracing: no OTLP endpoint (tracing.otlp_endpoint, OTEL_EXPORTER_OTLP_ENDPOINT); tracing is off",)
+    assert not config.tracing.enabled
 
 
 def test_v040_top_level_preferences_merge_with_inline_ones() -> None:
@@ -346,14 +348,16 @@ class Expected:
 
 EXPECTED = {
     "v030_inline_preferences.yaml": Expected(("tracing",), check_v030_inline_preferences),
-    "v040_top_level_preferences.yaml": Expected(("tracing",), check_v040_top_level_preferences),
+    "v040_top_level_preferences.yaml": Expected(
+        ("tracing.trace_arch_internal", "tracing"), check_v040_top_level_preferences),
     "provider_catalogue.yaml": Expected(("listeners[0].max_retries", "tracing"), check_provider_catalogue),
     "model_aliases.yaml": Expected(("tracing",), check_model_aliases),
     "local_llm_router.yaml": Expected(("tracing",), check_local_llm_router),
     "prompt_gateway.yaml": Expected(
-        ("system_prompt", "prompt_targets", "endpoints", "tracing"), check_prompt_gateway),
+        ("tracing.trace_arch_internal", "tracing", "system_prompt", "prompt_targets", "endpoints"),
+        check_prompt_gateway),
     "routing_budget.yaml": Expected(
-        ("routing.routing_budget", "model_metrics_sources", "tracing"), check_routing_budget),
+        ("routing.routing_budget", "tracing", "model_metrics_sources"), check_routing_budget),
     "agent_listeners_state.yaml": Expected(
         ("listeners[0].type", "listeners[1].type", "state_storage"), check_agent_listeners_state),
 }
@@ -382,7 +386,8 @@ def test_plano_format_files_load_with_one_warning_per_ignored_feature(path: Path
     assert config.providers and config.default_model in config.models
     paths = [w.split(": ")[0] for w in config.warnings]
     assert len(paths) == len(set(paths)), config.warnings
-    assert all(w.endswith("; ignored") for w in config.warnings), config.warnings
+    # Each says what becomes of the key: ignored, or (tracing with no collector) off.
+    assert all(w.endswith(("; ignored", "; tracing is off")) for w in config.warnings), config.warnings
 
 
 def test_check_config_command_on_an_own_fixture() -> None:

@@ -114,6 +114,25 @@ def test_tallies_flush_into_the_same_exposition_as_direct_updates() -> None:
     assert without_created(tallied.registry) == without_created(direct.registry)
 
 
+def test_an_exemplar_lands_in_its_bucket_as_observe_puts_it() -> None:
+    direct, tallied = Metrics(), Metrics()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for amount in (0.02, 0.3):
+        direct.request_duration.labels("chat_completions").observe(amount)
+        tallied.request("chat_completions", "m", 200, amount)
+    direct.request_duration.labels("chat_completions").observe(0.3, exemplar={"trace_id": trace})
+    tallied.request("chat_completions", "m", 200, 0.3)
+    tallied.exemplar(tallied.request_duration, ("chat_completions",), trace, 0.3)
+    tallied.flush()
+    child = tallied.request_duration.labels("chat_completions")
+    expected = direct.request_duration.labels("chat_completions")
+    found = [(i, b.get_exemplar().labels) for i, b in enumerate(child._buckets) if b.get_exemplar()]
+    assert found == [(i, b.get_exemplar().labels) for i, b in enumerate(expected._buckets)
+                     if b.get_exemplar()] == [(5, {"trace_id": trace})]  # le="0.5"
+    assert f'# {{trace_id="{trace}"}} 0.3' in tallied.render_openmetrics().decode()
+    assert "trace_id" not in tallied.render().decode()  # the text format has no exemplars
+
+
 def test_token_counts_that_are_not_counts_are_not_counted() -> None:
     assert usage_of(b'{"usage": {"prompt_tokens": -5, "completion_tokens": "7"}}') == {
         "prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}

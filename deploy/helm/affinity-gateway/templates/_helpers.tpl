@@ -111,6 +111,16 @@ URL, the simulator as every provider's base_url). Also checks what only the char
 {{- end }}
 {{- $_ := set $cfg "model_providers" $providers }}
 {{- end }}
+{{- if .Values.tracing.enabled }}
+{{- $tracing := omit (default (dict) $cfg.tracing) "random_sampling" "opentracing_grpc_endpoint" }}
+{{- $_ := set $tracing "enabled" true }}
+{{- with .Values.tracing.otlpEndpoint }}{{ $_ := set $tracing "otlp_endpoint" . }}{{ end }}
+{{- $_ := set $tracing "protocol" .Values.tracing.protocol }}
+{{- $_ := set $tracing "sample_ratio" .Values.tracing.sampleRatio }}
+{{- $_ := set $tracing "capture_content" .Values.tracing.captureContent }}
+{{- with .Values.tracing.serviceName }}{{ $_ := set $tracing "service_name" . }}{{ end }}
+{{- $_ := set $cfg "tracing" $tracing }}
+{{- end }}
 {{- $drain := int (dig "server" "drain_timeout_seconds" 25 $cfg) }}
 {{- $needed := add $drain (int .Values.lifecycle.preStopSleepSeconds) }}
 {{- if le (int .Values.terminationGracePeriodSeconds) $needed }}
