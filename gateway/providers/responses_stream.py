@@ -262,7 +262,8 @@ class ChatToResponsesStream(_Assembler):
             for call in delta.get("tool_calls") or ():
                 key = ("call", call.get("index", 0))
                 function = call.get("function") or {}
-                out += self.events.call(key, call.get("id") or new_id("call"), function.get("name") or "")
+                call_id = _text(call.get("id")) or new_id("call")
+                out += self.events.call(key, call_id, _text(function.get("name")))
                 out += self.events.arguments(key, function.get("arguments") or "")
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
@@ -310,7 +311,8 @@ class MessagesToResponsesStream(_Assembler):
             if block.get("type") == "text":
                 return self.events.text(block.get("text") or "", key)
             if block.get("type") == "tool_use":
-                return self.events.call(key, block.get("id") or new_id("call"), block.get("name") or "")
+                call_id = _text(block.get("id")) or new_id("call")
+                return self.events.call(key, call_id, _text(block.get("name")))
             return b""  # thinking and server-tool blocks have no Responses equivalent here
         if kind == "content_block_delta":
             delta = data["delta"]
@@ -338,6 +340,11 @@ class MessagesToResponsesStream(_Assembler):
             error = data.get("error") or {}
             return self.events.failed(str(error.get("type") or "upstream_error"), str(error.get("message")))
         return b""  # ping and events added later
+
+
+def _text(value: Any) -> str:
+    """A name or an id from the upstream: a string, or (of another type) nothing."""
+    return value if isinstance(value, str) else ""
 
 
 def _count(value: Any) -> int:

@@ -335,7 +335,8 @@ def test_request_parsers_raise_only_bad_request(body: Any) -> None:
         except BadRequest as error:
             assert error.status == 400
         else:
-            assert request.turns and isinstance(request.stream, bool)
+            # Roles a parser does not know pass to the provider, so turns may be empty.
+            assert isinstance(request.turns, list) and isinstance(request.stream, bool)
 
 
 # --- The HTTP surface: schemathesis against a real replica ---------------------------------
