@@ -136,7 +136,8 @@ class AffinityAdmin:
             raise NotFound(f"no pin for {affinity_id!r}", code="pin_not_found")
         first = found[0]  # the lane seen first: a harness's main loop
         return {"id": affinity_id, "tenant": tenant, "model": first["model"], "route": first["route"],
-                "degraded": any(lane["degraded"] for lane in found), "lanes": found}
+                "source": first["source"], "degraded": any(lane["degraded"] for lane in found),
+                "lanes": found}
 
     async def _delete(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
         deleted = []

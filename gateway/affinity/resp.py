@@ -1,9 +1,9 @@
 """A pipelined RESP client for one Redis server: the pinned path's single command, cheaply.
 
-redis-py spends 60-70 us of CPU on one `GET` (a pool checkout, a semaphore, command packing,
-response parsing in Python), about an eighth of a pinned request; coredis 75 (loadtest/
-redis_clients.py). Here one connection carries every command back to back and Redis answers
-them in order, so a reply goes to the oldest waiting caller: a deque of futures, hiredis for
+redis-py and coredis spend several times this client's CPU on one `GET` (a pool checkout, a
+semaphore, command packing and parsing in Python; docs/performance.md has the figures from
+loadtest/redis_clients.py). Here one connection carries every command back to back and Redis
+answers them in order, so a reply goes to the oldest waiting caller: a deque of futures, hiredis for
 packing and parsing, one timer for the whole connection.
 
 - Timeouts: each command has a deadline `timeout` after it was sent; past it that command alone

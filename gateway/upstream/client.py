@@ -1,9 +1,9 @@
 """The upstream HTTP client: keep-alive HTTP/1.1 over asyncio, plain or TLS, direct or through
 an egress proxy, with a library's limits (body, headers, error bodies, pool waits).
 
-It is the gateway's own because the client is much of a proxy's cost: alone on one core,
-aiohttp's spends 55 us of CPU per small POST, this one 14 us (loadtest/clients.py; README,
-"The upstream client"). Failures are mapped once, here, to `UpstreamError`s.
+It is the gateway's own because the client is much of a proxy's cost (the figures are in
+docs/performance.md, measured by loadtest/clients.py). Failures are mapped once, here, to
+`UpstreamError`s.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Origin = tuple[str, str, int]  # scheme, host, port
 # server already closed is seen on its socket before reuse (Connection.still_open).
 IDLE_TIMEOUT_S = 15.0
 # A connection idle this long has its socket polled for a FIN the loop has not read yet (a
-# poll costs 1-2 us: a connection reused at once, the hot path's case, is not polled). Servers
+# poll costs a syscall: a connection reused at once, the hot path's case, is not polled). Servers
 # close idle connections after seconds, so a FIN cannot be racing a shorter idle time.
 POLL_IDLE_AFTER_S = 0.05
 
