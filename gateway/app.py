@@ -32,7 +32,7 @@ from gateway.endpoints import (
 )
 from gateway.errors import ClientError, GatewayError, MethodNotAllowed
 from gateway.logs import setup_logging
-from gateway.metrics import FLUSH_INTERVAL_S, Metrics
+from gateway.metrics import FLUSH_INTERVAL_S, SERVER_METRICS, Metrics
 from gateway.openapi import openapi_document
 from gateway.pipeline import ANTHROPIC, OPENAI, Pipeline
 from gateway.routing import BuiltinRouter, Router
@@ -100,14 +100,14 @@ def create_app(config: Config) -> FastPaths:
     state = {"live": True, "ready": False}
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
         await upstream.open()
         await store.open()
         sampler = asyncio.ensure_future(_sample_pins(store, metrics))
         flusher = asyncio.ensure_future(_flush_metrics(metrics))
         state["ready"] = True
         try:
-            yield
+            yield {SERVER_METRICS: metrics}  # uvicorn's lifespan state: gateway/server.py counts drops
         finally:
             state["ready"] = False
             sampler.cancel()
@@ -129,13 +129,14 @@ def create_app(config: Config) -> FastPaths:
               RoutingDecision(pipeline, OPENAI, "routing_chat_completions"), methods=["POST"]),
         Route("/routing/v1/messages", RoutingDecision(pipeline, ANTHROPIC, "routing_messages"),
               methods=["POST"]),
-        Route("/v1/models", Models(config), methods=["GET"]),
+        Route("/v1/models", auth.guard("models", Models(config)), methods=["GET"]),
         Route("/v1/affinity/{affinity_id:path}", AffinityAdmin(store, auth),
               methods=["GET", "DELETE"]),
         Route("/healthz", Health(state, "live"), methods=["GET"]),
         Route("/readyz", Health(state, "ready"), methods=["GET"]),
-        Route("/metrics", MetricsEndpoint(metrics.render), methods=["GET"]),
-        Route("/openapi.json", Document(orjson.dumps(openapi_document(config))), methods=["GET"]),
+        Route("/metrics", auth.guard("metrics", MetricsEndpoint(metrics.render)), methods=["GET"]),
+        Route("/openapi.json", auth.guard("openapi", Document(orjson.dumps(openapi_document(config)))),
+              methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -9,6 +9,8 @@ from typing import Literal
 ProviderInterface = Literal["openai", "anthropic"]
 RouterType = Literal["builtin", "llm"]
 PinnedFailure = Literal["error", "reroute"]
+# Read-only endpoints `auth.protect` can put behind a key (open by default).
+ProtectedEndpoint = Literal["metrics", "models", "openapi"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,10 @@ class UpstreamConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 8 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
+    max_header_bytes: int = 64 * 1024  # the request head, enforced while it is read (gateway/server.py)
+    max_header_count: int = 100
+    header_timeout_seconds: float = 10.0  # from a request's first byte (or the connection's opening)
+    body_timeout_seconds: float = 60.0  # from the end of the head to the end of the body
     max_messages: int = 10_000
     max_concurrent_per_tenant: int = 0  # 0: no cap
 
@@ -95,6 +100,7 @@ class AuthKey:
 class AuthConfig:
     keys: tuple[AuthKey, ...] = ()
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    protect: tuple[ProtectedEndpoint, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -112,6 +118,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 12000
     drain_timeout_seconds: int = 25
+    max_connections: int = 4096  # per replica, shared among its worker processes; 503 beyond
 
 
 @dataclass(frozen=True, slots=True)
