@@ -122,7 +122,8 @@ def test_a_slow_head_is_dropped_with_a_log_line_and_a_metric(
     assert (status, body["error"]["code"]) == (408, "request_timeout")
     assert "head" in body["error"]["message"]
     dropped = [r for r in caplog.records if r.name == "gateway.server"]
-    assert [r.getMessage() for r in dropped] == ["dropped a slow client: no complete request head within 0.5 s"]
+    assert [r.getMessage() for r in dropped] == [
+        "dropped a slow client: no complete request head within 0.5 s"]
     assert dropped[0].fields["phase"] == "head"  # type: ignore[attr-defined]
     assert metric(replica.url, "gateway_slow_clients_dropped_total", phase="head") == 1
 
