@@ -159,6 +159,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.expect(BODY, self.limits.body_timeout)
         super().on_headers_complete()
+        if self.pipeline:  # queued behind a response in progress, with reading paused: no clock yet
+            self.deadline = None
 
     def on_body(self, body: bytes) -> None:
         if self.refusal is None:
@@ -170,6 +172,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_head = True
         self.deadline = None  # idle until the next request's first byte (keep-alive timeout)
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        queued = bool(self.pipeline)
+        super().on_response_complete()
+        if queued and self.refusal is None and not self.reading_head:
+            self.expect(BODY, self.limits.body_timeout)  # the queued request's body is read from now
+
+    def handle_websocket_upgrade(self) -> None:
+        self.deadline = None  # the websocket protocol owns the connection from here
+        super().handle_websocket_upgrade()
 
     # Deadlines
     def expect(self, phase: str, seconds: float) -> None:
@@ -210,9 +222,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.refusal = error
         self.deadline = None
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if self.reading_head or cycle.response_started:
-                answer = False  # an earlier request's response is (or will be) on the wire
+        if cycle is not None and not cycle.response_complete:  # a response is owed or under way
+            if self.reading_head or self.pipeline or cycle.response_started:
+                answer = False  # it belongs to an earlier request, or has begun: no room for ours
             else:  # this request's body came too slowly: its app's reads end now, its replies go nowhere
                 cycle.disconnected = True
                 cycle.message_event.set()

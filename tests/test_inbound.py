@@ -7,6 +7,7 @@ Raw sockets against a real gateway: in a thread for the single behaviours, and a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import select
 import socket
@@ -15,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import orjson
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import parse_config
 from gateway.server import InboundLimits
 from tests.configs import three_models
-from tests.support import Served, ThreadServer, gateway, wait_for
+from tests.support import Served, ThreadServer, answer_lifespan, gateway, read_all, serve, wait_for
 
 NOWHERE = "http://127.0.0.1:9"  # no upstream is called here
 LIMITS = {"max_header_bytes": 4096, "max_header_count": 20,
@@ -67,16 +68,15 @@ def response(raw: bytes) -> tuple[int, dict[bytes, bytes], Any]:
     return int(lines[0].split()[1]), headers, orjson.loads(body) if body else None
 
 
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """One response with a content-length off a kept-alive connection."""
-    raw = b""
-    while b"\r\n\r\n" not in raw:
-        raw += sock.recv(65536)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    length = int(response(head + b"\r\n\r\n")[1][b"content-length"])
-    while len(body) < length:
-        body += sock.recv(65536)
-    return int(head.split()[1]), body
+def read_response(reader: BinaryIO) -> tuple[int, bytes]:
+    """One response with a content-length off a kept-alive connection (`sock.makefile("rb")`)."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return status, reader.read(length)
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -148,13 +148,13 @@ def test_a_connection_that_never_sends_a_byte_is_closed_without_an_answer(replic
 
 def test_requests_inside_the_limits_are_untouched(replica: ThreadServer) -> None:
     sock = connect(replica.port)
-    with sock:
+    with sock, sock.makefile("rb") as reader:
         # One kept-alive connection busy for three head timeouts: the deadline of each request
         # is its own, so the connection is never dropped for its age.
         started = time.monotonic()
         while time.monotonic() - started < 1.5:
             sock.sendall(HEAD + b"\r\n")
-            assert read_response(sock) == (200, b'{"status":"ok"}')
+            assert read_response(reader) == (200, b'{"status":"ok"}')
             time.sleep(0.05)
         # A head sent in pieces well inside its time, just under both caps.
         sock.sendall(HEAD)
@@ -162,9 +162,35 @@ def test_requests_inside_the_limits_are_untouched(replica: ThreadServer) -> None
             sock.sendall(b"X-Pad-%d: %s\r\n" % (index, b"p" * 200))
             time.sleep(0.01)
         sock.sendall(b"\r\n")
-        assert read_response(sock)[0] == 200
+        assert read_response(reader)[0] == 200
     assert metric(replica.url, "gateway_slow_clients_dropped_total", phase="head") == 0
     assert metric(replica.url, "gateway_inbound_refused_total", reason="headers_too_large") == 0
+
+
+async def slow_then_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/slow answers after a second (two body timeouts); anything else echoes its body."""
+    if scope["type"] == "lifespan":
+        await answer_lifespan(receive, send)
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+        body = b"slow"
+    else:
+        body = await read_all(receive)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_pipelined_request_waits_for_its_turn_without_its_body_clock_running() -> None:
+    config = parse_config(config_with(), environ={})
+    with serve(slow_then_echo, config) as server, connect(server.port) as sock, sock.makefile("rb") as reader:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: g\r\n\r\n"
+                     b"POST /echo HTTP/1.1\r\nHost: g\r\ncontent-length: 10\r\n\r\nhello")
+        time.sleep(0.2)  # the rest of the queued body, sent while the first request is served
+        sock.sendall(b"world")
+        assert read_response(reader) == (200, b"slow")
+        assert read_response(reader) == (200, b"helloworld")
 
 
 def test_connections_past_the_cap_get_a_503_until_one_closes() -> None:
@@ -237,6 +263,13 @@ def flood(port: int, line: bytes, pause: float, stop: threading.Event, outcomes:
             outcomes["other"] += 1
 
 
+def healthz(port: int) -> bytes:
+    """A probe on a connection of its own, as a kubelet's; the status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(HEAD + b"Connection: close\r\n\r\n")
+        return until_closed(sock).split(b"\r\n", 1)[0]
+
+
 def test_four_head_flooders_are_cut_off_while_healthz_answers_and_memory_stays_flat(tmp_path: Path) -> None:
     config = three_models(NOWHERE)
     config["limits"] = {"header_timeout_seconds": 1.0}
@@ -244,7 +277,7 @@ def test_four_head_flooders_are_cut_off_while_healthz_answers_and_memory_stays_f
     served = Served(config, tmp_path)
     try:
         for _ in range(200):  # warm up: allocations of a served request are made once
-            assert httpx.get(f"{served.url}/healthz").status_code == 200
+            assert healthz(served.port) == b"HTTP/1.1 200 OK"
         idle = rss_bytes(served.process.pid)
         stop = threading.Event()
         outcomes: list[Counter[str]] = [Counter() for _ in range(4)]
@@ -262,7 +295,7 @@ def test_four_head_flooders_are_cut_off_while_healthz_answers_and_memory_stays_f
         try:
             deadline = time.monotonic() + FLOOD_SECONDS
             while time.monotonic() < deadline:
-                assert httpx.get(f"{served.url}/healthz", timeout=10).status_code == 200
+                assert healthz(served.port) == b"HTTP/1.1 200 OK"
                 answered += 1
                 peak = max(peak, rss_bytes(served.process.pid))
         finally:
