@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
+from time import monotonic  # the loops' clock, read here without a method call
 from typing import Any, Protocol
 
 from uvicorn.config import Config as UvicornConfig
@@ -105,20 +106,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
+        self.max_head_bytes = limits.max_head_bytes
         self.max_headers = limits.max_headers
+        self.head_timeout = limits.head_timeout
+        self.body_timeout = limits.body_timeout
         self.reading_head = True
         self.head_bytes = 0
-        self.refusal: GatewayError | None = None  # set once: the connection is being closed
+        self.refusal: GatewayError | None = None  # set once: the connection is closing
         self.phase = HEAD
         self.deadline: float | None = None
         self.watchdog: asyncio.TimerHandle | None = None
         self.discarded = 0
+        self.complete_headers: list[tuple[bytes, bytes]] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.app = self.over_capacity  # this connection's requests only
-        self.expect(HEAD, self.limits.head_timeout)  # a connection that never sends a head too
+        self.expect(HEAD, self.head_timeout)  # a connection that never sends a head too
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.watchdog is not None:
@@ -126,6 +131,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.watchdog = None
         super().connection_lost(exc)
 
+    # The methods below run on every request: they call uvicorn's through the class (cheaper than
+    # super()) and read the limits from plain attributes.
     def data_received(self, data: bytes) -> None:
         if self.refusal is not None:  # lingering after a refusal: discard
             self.discarded += len(data)
@@ -134,50 +141,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.reading_head:
             if self.deadline is None:  # the first bytes of the next request on a kept-alive connection
-                self.expect(HEAD, self.limits.head_timeout)
+                self.phase = HEAD  # self.expect(HEAD, ...), inline
+                self.deadline = monotonic() + self.head_timeout
+                if self.watchdog is None:
+                    self.watchdog = self.loop.call_later(self.head_timeout, self.check_deadline)
             self.head_bytes += len(data)
-        super().data_received(data)
-        if self.refusal is not None:
-            self.refuse(self.refusal)
-        elif self.reading_head and self.head_bytes > self.limits.max_head_bytes:
+        HttpToolsProtocol.data_received(self, data)
+        if not self.reading_head or self.refusal is not None:
+            return
+        if self.head_bytes > self.max_head_bytes:
             self.refuse(HeadersTooLarge(
-                f"request head is larger than {self.limits.max_head_bytes} bytes", code="headers_too_large"))
+                f"request head is larger than {self.max_head_bytes} bytes", code="headers_too_large"))
+        elif self.headers is not self.complete_headers and len(self.headers) > self.max_headers:
+            self.refuse(self.too_many_headers_error())  # an unfinished head's
 
-    # Parser callbacks. Once a request is refused, the rest of the bytes fed with it are ignored.
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= self.max_headers:
-            if self.refusal is None:
-                self.refusal = HeadersTooLarge(
-                    f"request has more than {self.max_headers} headers", code="too_many_headers")
-            return
-        super().on_header(name, value)
-
+    # Parser callbacks. Headers are counted per request and per read, not per header: one len()
+    # instead of a Python call per header on every request (a head's bytes are capped anyway).
     def on_headers_complete(self) -> None:
-        if self.refusal is not None:
-            return
         self.reading_head = False
         self.head_bytes = 0
-        self.expect(BODY, self.limits.body_timeout)
-        super().on_headers_complete()
-        if self.pipeline:  # queued behind a response in progress, with reading paused: no clock yet
+        self.complete_headers = self.headers  # counted here; a new head starts a new list
+        self.phase = BODY  # self.expect(BODY, ...), inline
+        self.deadline = monotonic() + self.body_timeout
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_later(self.body_timeout, self.check_deadline)
+        earlier = self.cycle
+        if len(self.headers) > self.max_headers:
+            app, self.app = self.app, self.too_many_headers  # for this request only
+            HttpToolsProtocol.on_headers_complete(self)
+            self.app = app
+        else:
+            HttpToolsProtocol.on_headers_complete(self)
+        if self.pipeline and earlier is not None:
+            # Queued behind an earlier response, with reading paused: its body clock starts
+            # when its turn comes, that is when the earlier response completes.
             self.deadline = None
-
-    def on_body(self, body: bytes) -> None:
-        if self.refusal is None:
-            super().on_body(body)
+            earlier.on_response = self.next_turn
 
     def on_message_complete(self) -> None:
-        if self.refusal is not None:
-            return
         self.reading_head = True
         self.deadline = None  # idle until the next request's first byte (keep-alive timeout)
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
-    def on_response_complete(self) -> None:
-        queued = bool(self.pipeline)
-        super().on_response_complete()
-        if queued and self.refusal is None and not self.reading_head:
-            self.expect(BODY, self.limits.body_timeout)  # the queued request's body is read from now
+    def next_turn(self) -> None:
+        self.on_response_complete()  # starts the queued request
+        if not self.reading_head and self.refusal is None:
+            self.expect(BODY, self.body_timeout)
 
     def handle_websocket_upgrade(self) -> None:
         self.deadline = None  # the websocket protocol owns the connection from here
@@ -186,19 +195,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Deadlines
     def expect(self, phase: str, seconds: float) -> None:
         self.phase = phase
-        self.deadline = self.loop.time() + seconds
+        self.deadline = monotonic() + seconds
         if self.watchdog is None:
-            self.watchdog = self.loop.call_at(self.deadline, self.check_deadline)
+            self.watchdog = self.loop.call_later(seconds, self.check_deadline)
 
     def check_deadline(self) -> None:
         self.watchdog = None
         if self.deadline is None or self.transport.is_closing():
             return
-        if self.loop.time() < self.deadline:
-            self.watchdog = self.loop.call_at(self.deadline, self.check_deadline)
+        remaining = self.deadline - monotonic()
+        if remaining > 0:
+            self.watchdog = self.loop.call_later(remaining, self.check_deadline)
             return
         phase = self.phase
-        seconds = self.limits.head_timeout if phase == HEAD else self.limits.body_timeout
+        seconds = self.head_timeout if phase == HEAD else self.body_timeout
         events = self.events()
         if events is not None:
             events.slow_client(phase)
@@ -221,13 +231,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 events.refused(error.code)
         self.refusal = error
         self.deadline = None
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:  # a response is owed or under way
-            if self.reading_head or self.pipeline or cycle.response_started:
-                answer = False  # it belongs to an earlier request, or has begun: no room for ours
-            else:  # this request's body came too slowly: its app's reads end now, its replies go nowhere
-                cycle.disconnected = True
-                cycle.message_event.set()
+        self.headers = []  # an unfinished head's, kept no longer
+        answer = answer and self.may_answer()
+        if answer and not self.reading_head and self.cycle is not None:
+            self.cycle.disconnected = True  # this request's app: its reads end now, its replies go nowhere
+            self.cycle.message_event.set()
         if not answer or self.transport.is_closing():
             self.transport.close()
             return
@@ -238,6 +246,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write_eof()
         self.flow.resume_reading()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def may_answer(self) -> bool:
+        """Whether a response of ours can go on the wire without mixing with the app's."""
+        cycle = self.cycle
+        if cycle is None:  # the connection's first head
+            return True
+        if self.reading_head:  # the next request's head: the last response must be done
+            return bool(cycle.response_complete)
+        # this request's body (its cycle is the latest): not queued, and not answered yet
+        return not self.pipeline and not cycle.response_started
 
     def response_bytes(self, error: GatewayError) -> bytes:
         body = error.body()
@@ -251,6 +269,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def events(self) -> InboundEvents | None:
         events: InboundEvents | None = self.app_state.get(SERVER_METRICS)
         return events
+
+    def too_many_headers_error(self) -> HeadersTooLarge:
+        return HeadersTooLarge(f"request has more than {self.max_headers} headers", code="too_many_headers")
+
+    async def too_many_headers(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app for a request whose head, complete, has too many headers."""
+        events = self.events()
+        if events is not None:
+            events.refused("too_many_headers")
+        error = self.too_many_headers_error()
+        await respond(send, error.status, error.body(), [(b"connection", b"close")])
 
     async def over_capacity(self, scope: Scope, receive: Receive, send: Send) -> None:
         events = self.events()

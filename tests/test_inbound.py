@@ -106,10 +106,15 @@ def test_too_many_headers_are_refused_and_the_request_never_reaches_the_app(repl
     lines = b"".join(b"X-H%d: v\r\n" % index for index in range(30))
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\n" + lines
                  + b"content-length: 2\r\n\r\n{}")
+    status, headers, body = response(until_closed(sock))
+    assert (status, body["error"]["code"]) == (431, "too_many_headers")
+    assert headers[b"connection"] == b"close"
+    assert metric(replica.url, "gateway_requests_total", endpoint="chat_completions") == 0
+    sock = connect(replica.port)  # the same, with a head that never ends
+    sock.sendall(HEAD + lines)
     status, _, body = response(until_closed(sock))
     assert (status, body["error"]["code"]) == (431, "too_many_headers")
-    assert metric(replica.url, "gateway_requests_total", endpoint="chat_completions") == 0
-    assert metric(replica.url, "gateway_inbound_refused_total", reason="too_many_headers") == 1
+    assert metric(replica.url, "gateway_inbound_refused_total", reason="too_many_headers") == 2
 
 
 def test_a_slow_head_is_dropped_with_a_log_line_and_a_metric(
