@@ -31,7 +31,7 @@ from gateway.endpoints import (
     RoutingDecision,
 )
 from gateway.logs import setup_logging
-from gateway.metrics import FLUSH_INTERVAL_S, MULTIPROC_ENV, Metrics
+from gateway.metrics import FLUSH_INTERVAL_S, MULTIPROC_ENV, SERVER_METRICS, Metrics
 from gateway.openapi import openapi_document
 from gateway.pipeline import Pipeline
 from gateway.routes import Methods, Prefixed, Routes
@@ -88,7 +88,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     state = {"live": True, "ready": False}
 
     @contextlib.asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
+    async def lifespan() -> AsyncIterator[dict[str, Metrics]]:
         await upstream.open()
         await store.open()
         await response_store.open()
@@ -96,7 +96,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         flusher = asyncio.ensure_future(_flush_metrics(metrics))
         state["ready"] = True
         try:
-            yield
+            yield {SERVER_METRICS: metrics}  # uvicorn's lifespan state: gateway/server.py counts drops
         finally:
             state["ready"] = False
             sampler.cancel()
@@ -119,11 +119,12 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/routing/v1/messages": {"POST": RoutingDecision(pipeline, MESSAGES)},
         "/v1/responses": {"POST": Completions(pipeline, responses)},
         "/routing/v1/responses": {"POST": RoutingDecision(pipeline, responses)},
-        "/v1/models": {"GET": Models(config)},
+        "/v1/models": {"GET": auth.guard("models", Models(config))},
         "/healthz": {"GET": Health(state, "live")},
         "/readyz": {"GET": Health(state, "ready", store)},
-        "/metrics": {"GET": MetricsEndpoint(metrics.render, metrics.render_openmetrics if tracer else None)},
-        "/openapi.json": {"GET": Document(orjson.dumps(openapi_document(config)))},
+        "/metrics": {"GET": auth.guard(
+            "metrics", MetricsEndpoint(metrics.render, metrics.render_openmetrics if tracer else None))},
+        "/openapi.json": {"GET": auth.guard("openapi", Document(orjson.dumps(openapi_document(config))))},
         "/": {"HEAD": Reachable(), "GET": Reachable()},
     }
     admin = AffinityAdmin(store, auth, decider.lanes, config)

@@ -127,19 +127,14 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 def _run_uvicorn(args: argparse.Namespace, config: Config, level: str) -> None:
     import uvicorn
 
-    uvicorn.run(
-        "gateway.app:app_from_env",
-        factory=True,
-        host=args.host or config.server.host,
-        port=args.port or config.server.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,  # the gateway writes its own access line (gateway/logs.py)
-        proxy_headers=False,  # nothing here reads the client address; skip parsing X-Forwarded-*
-        log_level=level.lower(),
-        timeout_graceful_shutdown=config.server.drain_timeout_seconds,
-    )
+    from gateway.server import server_settings
+
+    settings = server_settings(config, workers=args.workers, log_level=level.lower())
+    if args.host:
+        settings["host"] = args.host
+    if args.port:
+        settings["port"] = args.port
+    uvicorn.run("gateway.app:app_from_env", factory=True, **settings)
 
 
 def simulate_command(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """The gateway's error hierarchy; each error knows its HTTP status and OpenAI error envelope.
 
     GatewayError
+    ├── Overloaded                  503: this replica has too many connections open
     ├── ClientError                 4xx: the request is at fault
     │   ├── BadRequest              400 (invalid_request_error)
     │   ├── Unauthorized            401
@@ -8,6 +9,7 @@
     │   ├── NotFound                404
     │   ├── NoRoute                 404 (an unknown path: invalid_request_error, as OpenAI says)
     │   ├── MethodNotAllowed        405
+    │   ├── RequestTimeout          408 (the request came too slowly; gateway/server.py)
     │   ├── PayloadTooLarge         413
     │   ├── RateLimited             429
     │   ├── HeadersTooLarge         431
@@ -89,6 +91,10 @@ class MethodNotAllowed(ClientError):
     status = 405
 
 
+class RequestTimeout(ClientError):
+    status = 408
+
+
 class PayloadTooLarge(ClientError):
     status = 413
 
@@ -104,6 +110,10 @@ class HeadersTooLarge(ClientError):
 
 class ClientClosed(ClientError):
     status = 499
+
+
+class Overloaded(GatewayError):
+    status = 503
 
 
 class StoreUnavailable(GatewayError):

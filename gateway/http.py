@@ -16,6 +16,14 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def header_bytes(scope: Scope, name: bytes) -> bytes | None:
+    """A request header's value as received (no decoding), by lower-case name."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

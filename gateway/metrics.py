@@ -30,6 +30,9 @@ ROUTER_BUCKETS = (*FAST_BUCKETS, 2.5, 5.0, 10.0)
 # LLM latencies: tens of milliseconds to minutes.
 LLM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 FLUSH_INTERVAL_S = 1.0
+# The lifespan state key under which the app hands its Metrics to the server's connections
+# (gateway/server.py), which see what never reaches the app: refused heads, slow clients.
+SERVER_METRICS = "gateway.metrics"
 
 
 class Tally:
@@ -154,6 +157,14 @@ class Metrics:
             "gateway_trace_spans_dropped", "Trace spans lost: the export queue was full, or the "
             "export failed", ["reason"], registry=r,
         )  # incremented from the span processor's thread, directly (thread-safe, and rare)
+        self.slow_clients = Counter(
+            "gateway_slow_clients_dropped", "Connections dropped for sending a request too slowly",
+            ["phase"], registry=r,
+        )
+        self.inbound_refused = Counter(
+            "gateway_inbound_refused", "Requests refused while being read (head too large, too "
+            "many headers, too many connections)", ["reason"], registry=r,
+        )
         self._inflight = Tally(self.inflight)  # no labels: held directly, flushed with the rest
         self._tallies: dict[tuple[Any, ...], Tally | HistogramTally] = {(id(self.inflight),): self._inflight}
 
@@ -249,3 +260,9 @@ class Metrics:
 
     def upstream_error(self, provider: str, reason: str) -> None:
         self._tally(self.upstream_errors, provider, reason).add(1)
+
+    def slow_client(self, phase: str) -> None:
+        self._tally(self.slow_clients, phase).add(1)
+
+    def refused(self, reason: str) -> None:
+        self._tally(self.inbound_refused, reason).add(1)

@@ -294,4 +294,12 @@ def openapi_document(config: Config) -> dict[str, Any]:
             "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
         }
         document["security"] = [{"bearer": []}, {"apiKey": []}]
+        for name, path in (("metrics", "/metrics"), ("models", "/v1/models"), ("openapi", "/openapi.json")):
+            operation = document["paths"][path]["get"]
+            if name in config.auth.protect:
+                operation["responses"].update(_errors("Error", "401"))
+            else:  # open to anyone unless `auth.protect` names it
+                operation["security"] = []
+        for path in ("/healthz", "/readyz"):
+            document["paths"][path]["get"]["security"] = []
     return document

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import GatewayError, MethodNotAllowed, NoRoute
 from gateway.http import respond
@@ -35,7 +36,7 @@ class Routes:
         self,
         exact: Mapping[str, Methods],
         prefixed: tuple[Prefixed, ...],
-        lifespan: Callable[[], AbstractAsyncContextManager[None]],
+        lifespan: Callable[[], AbstractAsyncContextManager[Mapping[str, Any] | None]],
     ) -> None:
         self.exact = exact
         self.prefixed = prefixed
@@ -53,7 +54,7 @@ class Routes:
         if kind == "http":
             await self.http(scope, receive, send)
         elif kind == "lifespan":
-            await self.run_lifespan(receive, send)
+            await self.run_lifespan(scope, receive, send)
         # websockets: none served; returning closes the connection
 
     def match(self, scope: Scope) -> Methods | None:
@@ -88,12 +89,17 @@ class Routes:
                 internal = GatewayError("internal gateway error", code="internal_error")
                 await respond(send, 500, internal.body(), [])
 
-    async def run_lifespan(self, receive: Receive, send: Send) -> None:
-        """The ASGI lifespan protocol around one async context manager."""
+    async def run_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI lifespan protocol around one async context manager; what it yields goes
+        into the lifespan state the server hands to every connection (`scope["state"]`)."""
         await receive()  # lifespan.startup
         manager = self.lifespan()
         try:
-            await manager.__aenter__()
+            state = await manager.__aenter__()
+            if state:
+                if "state" not in scope:
+                    raise RuntimeError("the ASGI server does not support lifespan state")
+                scope["state"].update(state)
         except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             raise

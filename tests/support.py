@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -14,10 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config, parse_config
+from gateway.server import server_settings
 
 # asyncio.run or uvloop.run: production runs on uvloop, whose transports and timers differ
 Runner = Callable[[Coroutine[Any, Any, None]], None]
@@ -60,19 +65,24 @@ def free_port() -> int:
 
 
 class ThreadServer:
-    """An ASGI app under a real uvicorn server on loopback, in a background thread."""
+    """An ASGI app under a real uvicorn server on loopback, in a background thread. With a gateway
+    `Config`, the server is set up as `serve` sets it up (gateway/server.py)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, config: Config | None = None) -> None:
         # Bound here and handed to uvicorn, so no other server can take the port in between.
         self.socket = socket.socket()
         self.socket.bind(("127.0.0.1", 0))
         self.port = int(self.socket.getsockname()[1])
         self.app = app
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
-            log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-        )
-        self.server = uvicorn.Server(config)
+        test_settings: dict[str, Any] = {
+            "host": "127.0.0.1", "port": self.port, "loop": "asyncio", "log_level": "warning",
+            "timeout_graceful_shutdown": 5,
+        }
+        if config is not None:
+            settings = server_settings(config, **test_settings)
+        else:
+            settings = {"http": "httptools", "access_log": False, "lifespan": "on", **test_settings}
+        self.server = uvicorn.Server(uvicorn.Config(app, **settings))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
         )
@@ -93,8 +103,8 @@ class ThreadServer:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[ThreadServer]:
-    server = ThreadServer(app).start()
+def serve(app: Any, config: Config | None = None) -> Iterator[ThreadServer]:
+    server = ThreadServer(app, config).start()
     try:
         yield server
     finally:
@@ -106,8 +116,53 @@ def gateway(config: Config | dict[str, Any]) -> Iterator[ThreadServer]:
     """A gateway replica built from a Config or a raw config mapping."""
     if isinstance(config, dict):
         config = parse_config(config, environ={})
-    with serve(create_app(config)) as server:
+    with serve(create_app(config), config) as server:
         yield server
+
+
+class Served:
+    """`python -m gateway serve` on a free port, as a subprocess; its output kept for failure messages."""
+
+    def __init__(self, config: dict[str, Any], directory: Path, *options: str) -> None:
+        path = directory / "config.yaml"
+        path.write_bytes(orjson.dumps(config))  # JSON is YAML
+        self.port = free_port()
+        self.log = (directory / "serve.log").open("w+b")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFINITY_", "PROMETHEUS_"))}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(path),
+             "--host", "127.0.0.1", "--port", str(self.port), *options],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        )
+        wait_for(self.ready, timeout=30, message=f"gateway did not start: {self.output()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, self.output()
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def refuses_connections(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return False
+        except OSError:
+            return True
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
 
 
 class RedisServer:

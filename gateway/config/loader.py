@@ -55,6 +55,7 @@ PLANO_OVERRIDES = {
         "use_agent_orchestrator",
     )
 }
+PROTECTABLE = ("metrics", "models", "openapi")
 VERSIONS = ("v0.1.0", "v0.2.0", "v0.3.0", "v0.4.0")
 # A wildcard's bare names by default: the families each provider names its models with.
 MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -507,6 +508,9 @@ def _limits(root: Node) -> LimitsConfig:
     limits = LimitsConfig(
         max_body_bytes=node.integer("max_body_bytes", 8 * 1024 * 1024, 1024, 1024**3),
         max_header_bytes=node.integer("max_header_bytes", 64 * 1024, 1024, 1024 * 1024),
+        max_header_count=node.integer("max_header_count", 100, 10, 10_000),
+        header_timeout_seconds=node.number("header_timeout_seconds", 10.0, 0.1, 3600.0),
+        body_timeout_seconds=node.number("body_timeout_seconds", 60.0, 0.1, 86_400.0),
         max_messages=node.integer("max_messages", 10_000, 1, 1_000_000),
         max_concurrent_per_tenant=node.integer("max_concurrent_per_tenant", 0, 0, 1_000_000),
     )
@@ -534,7 +538,7 @@ def _auth(root: Node) -> AuthConfig:
     quotas: dict[str, int] = {}
     for element, path in node.items("keys"):
         entry = Node(element, path, root.environ)
-        key = entry.secret("key")
+        key = entry.secret("key")  # latin-1 only (reader.py): compared with the header's bytes
         if key is None:
             raise ConfigError(f"{path}.key", "is required")
         if not key:
@@ -551,8 +555,18 @@ def _auth(root: Node) -> AuthConfig:
     admin = node.secrets("admin_keys")
     if any(not key for key in admin):
         raise ConfigError(node.at("admin_keys"), "contains an empty key")
+    protect = node.strings("protect")
+    for index, name in enumerate(protect):
+        if name not in PROTECTABLE:
+            raise ConfigError(
+                f"{node.at('protect')}[{index}]", f"expected one of {', '.join(PROTECTABLE)}, got {name!r}"
+            )
+    if protect and not (keys or admin):
+        raise ConfigError(node.at("protect"), "needs auth.keys or auth.admin_keys to check keys against")
     node.finish()
-    return AuthConfig(keys=tuple(keys), admin_keys=admin)
+    return AuthConfig(
+        keys=tuple(keys), admin_keys=admin, protect=cast(Any, tuple(dict.fromkeys(protect)))
+    )
 
 
 def _logging(root: Node) -> LoggingConfig:
@@ -574,6 +588,7 @@ def _server(root: Node, listener: ServerConfig) -> ServerConfig:
         host=listener.host,
         port=listener.port,
         drain_timeout_seconds=node.integer("drain_timeout_seconds", 25, 0, 3600),
+        max_connections=node.integer("max_connections", 4096, 1, 1_000_000),
     )
     node.finish()
     return config

@@ -48,6 +48,7 @@ def render_config(config: Config) -> str:
         "auth": {
             "keys": [{"key": mask(k.key), "tenant": k.tenant} for k in config.auth.keys],
             "admin_keys": [mask(k) for k in config.auth.admin_keys],
+            "protect": list(config.auth.protect),
         },
         "logging": dataclasses.asdict(config.logging),
         "metrics": {"enabled": config.metrics_enabled},

@@ -22,6 +22,8 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
 def is_model_name(name: str) -> bool:
     return _MODEL_NAME.fullmatch(name) is not None
 TracingProtocol = Literal["http/protobuf", "grpc"]
+# Read-only endpoints `auth.protect` can put behind a key (open by default).
+ProtectedEndpoint = Literal["metrics", "models", "openapi"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,10 @@ class UpstreamConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 8 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
+    max_header_bytes: int = 64 * 1024  # the request head, enforced while it is read (gateway/server.py)
+    max_header_count: int = 100
+    header_timeout_seconds: float = 10.0  # from a request's first byte (or the connection's opening)
+    body_timeout_seconds: float = 60.0  # from the end of the head to the end of the body
     max_messages: int = 10_000
     max_concurrent_per_tenant: int = 0  # 0: no cap
 
@@ -193,6 +198,7 @@ class AuthKey:
 class AuthConfig:
     keys: tuple[AuthKey, ...] = ()
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    protect: tuple[ProtectedEndpoint, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -210,6 +216,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 12000
     drain_timeout_seconds: int = 25
+    max_connections: int = 4096  # per replica, shared among its worker processes; 503 beyond
 
 
 @dataclass(frozen=True, slots=True)

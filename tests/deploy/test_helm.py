@@ -290,6 +290,19 @@ def test_scrape_annotations_follow_the_port_unless_a_service_monitor_scrapes(cha
     assert annotations({"serviceMonitor": {"enabled": True}}) == {}
 
 
+def test_protected_metrics_are_scraped_with_a_key(chart: helm.Chart, rendered: dict[str, Rendered]) -> None:
+    [endpoint] = rendered["production"].get("ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer", "credentials": {"name": "llm-gateway-keys", "key": "METRICS_KEY"}}
+    assert "with a gateway key" in rendered["production"].notes
+    protected = {"config": {"auth": {"keys": [{"key": "$GATEWAY_KEY"}], "protect": ["metrics"]}},
+                 "serviceMonitor": {"enabled": True}}
+    with pytest.raises(helm.HelmRenderError, match=r"set serviceMonitor\.authorization"):
+        render(chart, protected)
+    unprotected = render(chart, {"serviceMonitor": {"enabled": True}}).get("ServiceMonitor")
+    assert "authorization" not in unprotected["spec"]["endpoints"][0]
+
+
 def test_config_change_rolls_the_pods(chart: helm.Chart) -> None:
     def checksum(values: dict[str, Any]) -> str:
         annotations = render(chart, values).gateway()["spec"]["template"]["metadata"]["annotations"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from gateway.simulator import SimulatorSettings, create_simulator_app
@@ -85,3 +86,53 @@ def test_limits_headers_and_tenant_concurrency(simulator: ThreadServer) -> None:
                 assert refused.json()["error"]["code"] == "tenant_concurrency_limit"
             # the slot comes back when the stream ends (the client closed it)
             wait_for(lambda: httpx.post(url, json={**body, "stream": False}).status_code == 200, timeout=10)
+
+
+def test_protect_puts_models_metrics_and_openapi_behind_a_key(simulator: ThreadServer) -> None:
+    config = three_models(simulator.url)
+    config["auth"] = {"keys": [{"key": TEAM_A, "tenant": "team-a"}], "admin_keys": [ADMIN],
+                      "protect": ["metrics", "models", "openapi"]}
+    with gateway(config) as replica:
+        for key in ("wrong-key", TEAM_A[:-1]):
+            with pytest.raises(openai.AuthenticationError) as refused:
+                openai.OpenAI(base_url=f"{replica.url}/v1", api_key=key, max_retries=0).models.list()
+            assert refused.value.status_code == 401 and refused.value.code == "invalid_api_key"
+        client = openai.OpenAI(base_url=f"{replica.url}/v1", api_key=TEAM_A, max_retries=0)
+        assert "openai/gpt-4o" in {model.id for model in client.models.list()}
+        for path in ("/metrics", "/openapi.json", "/v1/models"):
+            bare = httpx.get(f"{replica.url}{path}")
+            assert bare.status_code == 401, path
+            assert bare.json()["error"] == {"message": "missing or invalid API key",
+                                            "type": "authentication_error", "param": None,
+                                            "code": "invalid_api_key"}
+            assert httpx.get(f"{replica.url}{path}", headers={"x-api-key": TEAM_A}).status_code == 200
+            # a Prometheus scraper may hold the admin key instead of a tenant's
+            admin = httpx.get(f"{replica.url}{path}", headers={"authorization": f"Bearer {ADMIN}"})
+            assert admin.status_code == 200, path
+        assert "gateway_requests_total" in httpx.get(
+            f"{replica.url}/metrics", headers={"x-api-key": TEAM_A}).text
+        assert httpx.get(f"{replica.url}/healthz").status_code == 200  # probes never need a key
+        assert httpx.get(f"{replica.url}/readyz").status_code == 200
+
+
+def test_without_protect_those_endpoints_stay_open_with_auth_on(server: ThreadServer) -> None:
+    models = openai.OpenAI(base_url=f"{server.url}/v1", api_key="not-a-gateway-key").models.list()
+    assert "vllm/coder" in {model.id for model in models}
+    for path in ("/metrics", "/openapi.json"):
+        assert httpx.get(f"{server.url}{path}").status_code == 200
+
+
+def test_keys_are_compared_as_the_header_bytes_latin1(simulator: ThreadServer) -> None:
+    key = "cl\u00e9-d'\u00e9quipe-0123456789"  # Latin-1 characters, as an HTTP header carries them
+    config = three_models(simulator.url)
+    config["auth"] = {"keys": [{"key": key, "tenant": "t"}], "protect": ["models"]}
+    with gateway(config) as replica:
+        def models(raw_key: bytes) -> int:
+            return httpx.get(f"{replica.url}/v1/models",
+                             headers={"authorization": b"Bearer " + raw_key}).status_code
+
+        assert models(key.encode("latin-1")) == 200
+        assert models(key.encode("utf-8")) == 401  # other bytes, however they would decode
+        chat = httpx.post(f"{replica.url}/v1/chat/completions", headers={"x-api-key": key.encode("latin-1")},
+                          json={"messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 200

@@ -65,6 +65,11 @@ def test_document_follows_the_config() -> None:
     assert "security" not in plain and "securitySchemes" not in plain["components"]
     secured = openapi_document(config(auth={"keys": [{"key": "k-1", "tenant": "a"}]}))
     assert secured["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert secured["paths"]["/metrics"]["get"]["security"] == []  # open unless auth.protect says so
+    protected = openapi_document(config(auth={"keys": [{"key": "k-1"}], "protect": ["metrics"]}))
+    assert "security" not in protected["paths"]["/metrics"]["get"]
+    assert "401" in protected["paths"]["/metrics"]["get"]["responses"]
+    assert protected["paths"]["/v1/models"]["get"]["security"] == []
     assert "k-1" not in str(secured)  # keys are config, never documentation
 
 

@@ -6,11 +6,7 @@ drain), over a slow simulator, so a stream is in flight when the signal lands.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +19,7 @@ import pytest
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from gateway.sse import SSEDecoder
 from tests.configs import three_models
-from tests.support import ThreadServer, free_port, serve, wait_for
+from tests.support import Served, ThreadServer, serve, wait_for
 
 BODY = {"model": "fast", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 TOKENS = 30
@@ -35,51 +31,6 @@ def slow_simulator() -> Iterator[ThreadServer]:
     settings = SimulatorSettings(tokens_per_s=TOKENS_PER_S, answer_tokens=TOKENS)
     with serve(create_simulator_app(settings)) as server:
         yield server
-
-
-class Served:
-    """`python -m gateway serve` on a free port; stderr kept for the failure message."""
-
-    def __init__(self, config: dict[str, Any], directory: Path) -> None:
-        path = directory / "config.yaml"
-        path.write_bytes(orjson.dumps(config))  # JSON is YAML
-        self.port = free_port()
-        self.log = (directory / "serve.log").open("w+b")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFINITY_", "PROMETHEUS_"))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(path),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        wait_for(self.ready, timeout=30, message=f"gateway did not start: {self.output()}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ready(self) -> bool:
-        assert self.process.poll() is None, self.output()
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def refuses_connections(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return False
-        except OSError:
-            return True
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture

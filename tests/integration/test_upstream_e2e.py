@@ -21,8 +21,7 @@ import pytest
 
 from gateway.sse import SSEDecoder
 from tests.integration.test_faults import MESSAGES, Scripted, hang, ok, replica_over, stall, status
-from tests.integration.test_shutdown import Served
-from tests.support import free_port, gateway, serve, wait_for
+from tests.support import Served, free_port, gateway, serve, wait_for
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any], int], Awaitable[bool]]
 OK_BODY = orjson.dumps({"id": "c-1", "object": "chat.completion", "created": 1, "model": "m",

@@ -157,6 +157,14 @@ model_metrics_sources: [{type: cost}]
         ("model_providers: {model: openai/a}", "model_providers: expected a list"),
         ("version: v9\nmodel_providers: [{model: openai/a}]", "version: expected one of"),
         ("model_providers: []", "model_providers: at least one model provider is required"),
+        ("model_providers: [{model: openai/a}]\nauth: {keys: [{key: k}], protect: [metrics, admin]}",
+         "auth.protect[1]: expected one of metrics, models, openapi, got 'admin'"),
+        ("model_providers: [{model: openai/a}]\nauth: {protect: [metrics]}",
+         "auth.protect: needs auth.keys or auth.admin_keys"),
+        ("model_providers: [{model: openai/a}]\nlimits: {header_timeout_seconds: 0}",
+         "limits.header_timeout_seconds: must be between 0.1 and 3600"),
+        ("model_providers: [{model: openai/a}]\nserver: {max_connections: 0}",
+         "server.max_connections: must be between 1 and 1000000"),
     ],
 )
 def test_mistakes_name_the_key_path(text: str, message: str) -> None:
@@ -169,6 +177,23 @@ KEYED = """
 model_providers: [{model: openai/a, access_key: $KEY}]
 auth: {keys: [{key: $KEY, tenant: t}], admin_keys: [$KEY]}
 """
+
+
+def test_inbound_limits_and_protected_endpoints_load() -> None:
+    config = load(
+        "model_providers: [{model: openai/a}]\n"
+        "limits: {max_header_count: 50, header_timeout_seconds: 2.5, body_timeout_seconds: 30}\n"
+        "server: {max_connections: 100}\n"
+        "auth: {admin_keys: [adm-key], protect: [openapi, metrics, openapi]}"
+    )
+    limits = config.limits
+    assert (limits.max_header_count, limits.header_timeout_seconds) == (50, 2.5)
+    assert limits.body_timeout_seconds == 30
+    assert config.server.max_connections == 100
+    assert config.auth.protect == ("openapi", "metrics")
+    defaults = load("model_providers: [{model: openai/a}]")
+    assert (defaults.limits.max_header_bytes, defaults.limits.max_header_count) == (65536, 100)
+    assert (defaults.server.max_connections, defaults.auth.protect) == (4096, ())
 
 
 def test_keys_read_from_a_file_lose_their_newline() -> None:
