@@ -53,7 +53,9 @@ class ResponsesApi:
                 raise BadRequest(f"previous response {previous!r} not found", "previous_response_id")
             items = self._kept[previous] + items
         try:
-            chat = to_chat_request({**body, "stream": False}, items, model)
+            # OpenAI runs hosted tools itself (Codex offers web_search on every request): the
+            # simulated model accepts them and never calls them.
+            chat = to_chat_request({**body, "stream": False}, items, model, drops=[])
         except GatewayBadRequest as exc:
             raise BadRequest(exc.message, exc.param) from None
         conversation = openai.parse(chat, digest)
