@@ -20,12 +20,14 @@ from typing import Any
 from gateway.content import text_of
 from gateway.errors import BadRequest
 from gateway.providers.responses_tools import (
+    Shapes,
+    call_shapes,
     custom_arguments,
     custom_as_function,
     custom_call_item,
     custom_input,
-    custom_names,
     offered,
+    with_namespace,
 )
 
 logger = logging.getLogger("gateway.responses")
@@ -133,8 +135,15 @@ def to_chat_tools(
     """Functions as they are, custom tools as one-string functions, namespaces flattened;
     hosted tools left out (named in `drops`) or, without `drops`, a 400."""
     out = []
+    names: set[str] = set()
     for where, tool in offered(payload, items):
         kind = tool.get("type")
+        if kind in ("custom", "function"):
+            if tool["name"] in names:  # two namespaces with one name: a chat model takes one
+                if drops is not None:
+                    drops.append("tool")
+                continue
+            names.add(tool["name"])
         if kind == "custom":
             out.append({"type": "function", "function": custom_as_function(tool)})
             continue
@@ -254,12 +263,15 @@ def function_call_item(
 
 
 def call_item(
-    call_id: str, name: str, arguments: str, customs: frozenset[str], item_id: str | None = None
+    call_id: str, name: str, arguments: str, shapes: Shapes, item_id: str | None = None
 ) -> dict[str, Any]:
-    """A model's tool call as the client offered the tool: a custom tool's as `custom_tool_call`."""
-    if name in customs:
-        return custom_call_item(call_id, name, custom_input(arguments), item_id)
-    return function_call_item(call_id, name, arguments, item_id)
+    """A model's tool call as the client offered the tool: a custom tool's as `custom_tool_call`,
+    a namespaced one's with its namespace."""
+    if name not in shapes:
+        return function_call_item(call_id, name, arguments, item_id)
+    if shapes[name][0]:
+        return with_namespace(custom_call_item(call_id, name, custom_input(arguments), item_id), shapes)
+    return with_namespace(function_call_item(call_id, name, arguments, item_id), shapes)
 
 
 def status_of_finish(finish: Any) -> tuple[str, dict[str, str] | None]:
@@ -280,12 +292,12 @@ def from_chat_response(
         item = message_item("")
         item["content"] = [{"type": "refusal", "refusal": message["refusal"]}]
         output.append(item)
-    customs = custom_names(request)
+    shapes = call_shapes(request)
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(call_item(
             call.get("id") or new_id("call"), function.get("name", ""), function.get("arguments") or "{}",
-            customs))
+            shapes))
     status, incomplete = status_of_finish(choice.get("finish_reason"))
     return response_object(
         request, response_id, model, output, status,

@@ -24,7 +24,7 @@ from gateway.providers.responses import (
     to_chat_request,
 )
 from gateway.providers.responses_stream import _STOP_REASONS
-from gateway.providers.responses_tools import custom_names
+from gateway.providers.responses_tools import call_shapes
 
 
 def to_messages_request(
@@ -46,7 +46,7 @@ def from_message(
 ) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     texts: list[str] = []
-    customs = custom_names(request)
+    shapes = call_shapes(request)
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":
@@ -54,7 +54,7 @@ def from_message(
         elif kind == "tool_use":
             arguments = tool_call_of(block)["function"]["arguments"]
             call_id = block.get("id") or new_id("call")
-            output.append(call_item(call_id, block.get("name", ""), arguments, customs))
+            output.append(call_item(call_id, block.get("name", ""), arguments, shapes))
     if texts:
         output.insert(0, message_item("".join(texts)))
     usage = message.get("usage") or {}

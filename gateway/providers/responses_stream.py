@@ -29,7 +29,7 @@ from gateway.providers.responses import (
     status_of_finish,
     usage_of_chat,
 )
-from gateway.providers.responses_tools import custom_call_item, custom_input, custom_names
+from gateway.providers.responses_tools import call_shapes, custom_call_item, custom_input, with_namespace
 from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 
 _TRUNCATED = "the upstream ended the stream before the response was complete"
@@ -53,7 +53,7 @@ class ResponseEvents:
         self.started = False
         self._out = bytearray()
         self.created = int(time.time())  # one creation time for every snapshot of the response
-        self.customs = custom_names(request)  # their calls go out as custom_tool_call items
+        self.shapes = call_shapes(request)  # custom and namespaced tools: their calls differ
         # A custom tool call's arguments (JSON holding its input) as they arrive: its input is
         # streamed once they are whole.
         self._custom_arguments: dict[int, str] = {}
@@ -109,11 +109,15 @@ class ResponseEvents:
     def call(self, key: Any, call_id: str, name: str) -> bytes:
         if key in self.open:
             return b""
-        if name in self.customs:
-            out = self._add(key, custom_call_item(call_id, name, "", status="in_progress"))
+        if name not in self.shapes:
+            return self._add(key, function_call_item(call_id, name, "", status="in_progress"))
+        if self.shapes[name][0]:
+            out = self._add(key, with_namespace(custom_call_item(call_id, name, "", status="in_progress"),
+                                                self.shapes))
             self._custom_arguments[self.open[key]] = ""
             return out
-        return self._add(key, function_call_item(call_id, name, "", status="in_progress"))
+        return self._add(key, with_namespace(function_call_item(call_id, name, "", status="in_progress"),
+                                             self.shapes))
 
     def arguments(self, key: Any, delta: str) -> bytes:
         index = self.open.get(key)

@@ -6,7 +6,8 @@ grouping functions, `custom` tools (free-form text input, e.g. its JavaScript `e
 grammar), and, for its default model, an `additional_tools` input item holding them instead of
 the top-level `tools`. Translated, every function of a namespace is a plain function, a custom
 tool is a function taking one string, `input`, and a call to it comes back as a
-`custom_tool_call` item carrying that string. The grammar cannot be enforced by a chat model;
+`custom_tool_call` item carrying that string; a call to a namespaced tool names its `namespace`
+(Codex answers "unsupported call" without it). The grammar cannot be enforced by a chat model;
 its definition is dropped (the description stays). Pure functions, dicts in and out.
 """
 
@@ -21,36 +22,52 @@ import orjson
 CUSTOM_INPUT = "input"  # the one parameter a translated custom tool takes
 
 
+# A tool name -> (is it a custom tool, its namespace): only for tools whose calls need either.
+Shapes = dict[str, tuple[bool, str | None]]
+
+
 def offered(payload: dict[str, Any], items: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every tool offered, with where it was: top-level `tools`, then `additional_tools` items;
     a namespace's tools in its place (the namespace itself is not a tool)."""
-    for index, tool in enumerate(payload.get("tools") or ()):
-        yield from _flat(tool, f"tools[{index}]")
-    for index, item in enumerate(items):
-        if item.get("type") == "additional_tools":
-            for inner, tool in enumerate(item.get("tools") or ()):
-                yield from _flat(tool, f"input[{index}].tools[{inner}]")
-
-
-def _flat(tool: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if not isinstance(tool, dict):
-        return
-    if tool.get("type") == "namespace":
-        for index, inner in enumerate(tool.get("tools") or ()):
-            yield from _flat(inner, f"{where}.tools[{index}]")
-    else:
+    for where, tool, _ in _offered(payload, items):
         yield where, tool
 
 
-def custom_names(payload: dict[str, Any], items: list[dict[str, Any]] | None = None) -> frozenset[str]:
-    """The names of the custom tools offered (their calls go back as `custom_tool_call`)."""
+def _offered(
+    payload: dict[str, Any], items: list[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    for index, tool in enumerate(payload.get("tools") or ()):
+        yield from _flat(tool, f"tools[{index}]", None)
+    for index, item in enumerate(items):
+        if item.get("type") == "additional_tools":
+            for inner, tool in enumerate(item.get("tools") or ()):
+                yield from _flat(tool, f"input[{index}].tools[{inner}]", None)
+
+
+def _flat(tool: Any, where: str, namespace: str | None) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    if not isinstance(tool, dict):
+        return
+    if tool.get("type") == "namespace":
+        name = tool.get("name") if isinstance(tool.get("name"), str) else None
+        for index, inner in enumerate(tool.get("tools") or ()):
+            yield from _flat(inner, f"{where}.tools[{index}]", name)
+    else:
+        yield where, tool, namespace
+
+
+def call_shapes(payload: dict[str, Any], items: list[dict[str, Any]] | None = None) -> Shapes:
+    """How calls to the offered tools go back: custom tools as `custom_tool_call`, namespaced
+    ones with their namespace; plain functions are not listed."""
     if items is None:
         given = payload.get("input")
         items = [i for i in given if isinstance(i, dict)] if isinstance(given, list) else []
-    return frozenset(
-        tool["name"] for _, tool in offered(payload, items)
-        if tool.get("type") == "custom" and isinstance(tool.get("name"), str)
-    )
+    shapes: Shapes = {}
+    for _, tool, namespace in _offered(payload, items):
+        custom = tool.get("type") == "custom"
+        name = tool.get("name")
+        if (custom or namespace is not None) and isinstance(name, str):
+            shapes.setdefault(name, (custom, namespace))
+    return shapes
 
 
 def custom_as_function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -94,3 +111,11 @@ def custom_call_item(
         "name": name,
         "input": text,
     }
+
+
+def with_namespace(item: dict[str, Any], shapes: Shapes) -> dict[str, Any]:
+    """The call item with the namespace its tool was offered in, if any."""
+    namespace = shapes.get(item["name"], (False, None))[1]
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item

@@ -23,7 +23,7 @@ from gateway.providers.responses import (
     to_chat_request,
 )
 from gateway.providers.responses_stream import ResponseEvents
-from gateway.providers.responses_tools import custom_names
+from gateway.providers.responses_tools import Shapes, call_shapes
 from gateway.simulator import openai
 from gateway.simulator.agent import BadRequest, Conversation, JsonObject, Reply
 from gateway.simulator.wire import Api, StreamEvents, require_object, require_str
@@ -75,7 +75,7 @@ class ResponsesApi:
     def render(self, conversation: Conversation, reply: Reply, created: int) -> bytes:
         response_id = f"resp_{conversation.digest}"
         body = self._pending.get(conversation.digest, ([], {}))[1]
-        output = _output(conversation, reply, custom_names(body))
+        output = _output(conversation, reply, call_shapes(body))
         self._keep(conversation.digest, response_id, output)
         status = "incomplete" if reply.truncated else "completed"
         incomplete = {"reason": "max_output_tokens"} if reply.truncated else None
@@ -107,11 +107,11 @@ class ResponsesApi:
         return out
 
 
-def _output(conversation: Conversation, reply: Reply, customs: frozenset[str]) -> list[JsonObject]:
+def _output(conversation: Conversation, reply: Reply, shapes: Shapes) -> list[JsonObject]:
     call = reply.tool_call
     if call is None:
         return [message_item(reply.text, f"msg_{conversation.digest}")]
-    return [call_item(f"call_{conversation.digest}", call.name, call.arguments_json, customs,
+    return [call_item(f"call_{conversation.digest}", call.name, call.arguments_json, shapes,
                       f"fc_{conversation.digest}")]
 
 

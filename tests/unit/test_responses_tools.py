@@ -44,6 +44,10 @@ def test_custom_tools_namespaces_and_additional_tools_become_chat_functions() ->
     functions = {tool["function"]["name"]: tool["function"] for tool in chat["tools"]}
     assert set(functions) == {"exec", "sleep"}  # namespaces flattened, the hosted tool left out
     assert drops == ["tool"]
+    twice = request | {"tools": [{"type": "namespace", "name": "other", "tools": [SLEEP]}]}
+    again: list[str] = []
+    assert len(to_chat_request(twice, input_items(twice), "m", again)["tools"]) == 2  # one sleep
+    assert again == ["tool", "tool"]
     assert functions["exec"]["parameters"]["required"] == ["input"]
     assert "lark" in functions["exec"]["description"]
     roles = [message["role"] for message in chat["messages"]]
@@ -61,6 +65,8 @@ def test_a_call_to_a_custom_tool_comes_back_as_a_custom_tool_call() -> None:
     assert [(i["type"], i["call_id"]) for i in output] == [
         ("custom_tool_call", "c2"), ("function_call", "c3")]
     assert output[0]["input"] == "ls()"
+    # Codex dispatches a namespaced tool's call by its namespace ("unsupported call" without).
+    assert (output[0]["namespace"], output[1]["namespace"]) == ("functions", "clock")
     message = {"content": [{"type": "tool_use", "id": "t1", "name": "exec", "input": {"input": "x"}}],
                "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 1}}
     assert from_message(request, message, "m", "resp_2")["output"][0]["input"] == "x"
@@ -85,6 +91,7 @@ def test_a_streamed_custom_tool_call_is_one_the_sdk_reads() -> None:
     assert "response.function_call_arguments.delta" not in kinds  # the JSON wrapper stays inside
     done = [e for e in events if e.type == "response.output_item.done"]
     assert done[0].item.type == "custom_tool_call" and done[0].item.input == "ls()"
+    assert stream.final is not None and stream.final["output"][0]["namespace"] == "functions"
     assert stream.final is not None and stream.final["output"][0]["input"] == "ls()"
 
 
