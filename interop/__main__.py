@@ -123,7 +123,9 @@ def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names
     _say("\n== safety\n  egress trap: " + ("; ".join(attempts) or "no attempt to leave the machine"))
     _say(f"  scratch project: {'unchanged' if untouched else 'CHANGED'}")
     _say(f"  captures: {recorder.directory}")
-    unfinished = [r for r in results if r.returncode != 0 and not r.harness.endswith(("-direct", "-capture"))]
+    # Runs that bypass the gateway (--direct, --capture-stub) are for captures, not checked.
+    unfinished = [r for r in results if r.returncode != 0 and "-direct" not in r.harness
+                  and "-capture" not in r.harness]
     problems = report.check(through, names) + [
         f"{r.harness}: " + ("killed at the deadline" if r.returncode is None else f"exit {r.returncode}")
         for r in unfinished
@@ -161,6 +163,8 @@ def _sessions(args: argparse.Namespace, scratch: harnesses.Scratch, urls: dict[s
         if args.capture_stub:
             sessions.append(("codex-capture", lambda: [
                 codex(base_url=f"{urls['stub']}/v1", label="codex-capture")]))
+            sessions.append(("codex-capture-classic", lambda: [codex(
+                base_url=f"{urls['stub']}/v1", label="codex-capture-classic", model=CLASSIC_CODEX_MODEL)]))
     return sessions
 
 
