@@ -1,12 +1,14 @@
 """`python -m interop` (`make interop`): one scripted session of each real harness, then a report.
 
 Starts a private Redis, the simulator, two gateway replicas and the recording round-robin
-front; runs two Claude Code sessions at once, then Codex, through the front in a scratch
-directory; runs Codex twice more against the Responses capture stub (the gateway has no
-/v1/responses yet, and this is how its later turns get captured); prints per session and lane
-what the gateway did; stops everything. The exit status is 1 only if a safety check failed:
-the scratch project changed, or a harness tried to reach beyond the machine (the egress trap
-refused it).
+front; runs two Claude Code sessions at once, then Codex twice (its default model, whose tools
+travel in an `additional_tools` input item, and a classic one with top-level tools and the
+hosted `web_search`), all through the front in a scratch directory; prints per session and
+lane what the gateway did; stops everything. The exit status is 1 if a safety check failed
+(the scratch project changed, or a harness tried to reach beyond the machine: the egress trap
+refused it) or an affinity check did (report.check: one model per lane, `hit` after each
+lane's first request, no non-2xx, no two sessions sharing a pin, each CLI finished).
+`--capture-stub` also runs Codex against the Responses capture stub (shapes with no gateway).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("claude-code", "codex"), help="run one harness only")
     parser.add_argument("--claude-timeout", type=float, default=900.0, help="seconds (default 900)")
     parser.add_argument("--codex-timeout", type=float, default=180.0, help="seconds (default 180)")
+    parser.add_argument("--capture-stub", action="store_true",
+                        help="also run Codex against the Responses capture stub (no gateway)")
     parser.add_argument("--direct", action="store_true",
                         help="also run the Claude Code sessions straight against the simulator (no "
                              "gateway), to capture the requests the gateway refuses today")
@@ -80,12 +84,14 @@ def _run(args: argparse.Namespace, tmp: Path, recorder: capture.Recorder) -> int
              f"{', '.join(gateway.replica_urls)}; front {front.url}; captures in {recorder.directory}")
         before = scratch.fingerprint()
         names: dict[str, str] = {}  # session id -> which scripted session it was
+        results: list[harnesses.Result] = []
         urls = {"front": front.url, "stub": stub.url, "direct": direct.url}
         for label, session in _sessions(args, scratch, urls, trap.url):
             recorder.harness = trap.harness = label
             _say(f"\n== {label}: running")
             for result in session():
                 _say(_outcome(result))
+                results.append(result)
                 if result.session:
                     names[result.session] = result.harness
         untouched = scratch.fingerprint() == before
@@ -94,10 +100,11 @@ def _run(args: argparse.Namespace, tmp: Path, recorder: capture.Recorder) -> int
             server.stop()
         processes.stop()
         trap.stop()
-    return _report(recorder, trap, untouched, names)
+    return _report(recorder, trap, untouched, names, results)
 
 
-def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names: dict[str, str]) -> int:
+def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names: dict[str, str],
+            results: list[harnesses.Result]) -> int:
     exchanges = capture.load(recorder.directory)
     _say("\n== per session and lane (through the front: two replicas, one Redis)")
     _say(report.render([e for e in exchanges if e.target == "gateway"], names) or "  (no requests)")
@@ -105,10 +112,6 @@ def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names
     if direct:
         _say("\n== per session and lane, straight to the simulator (--direct: no gateway, no pins)")
         _say(report.render(direct, names, gateway=False))
-    responses = [e for e in exchanges if e.harness == "codex" and e.path.endswith("/responses")]
-    if responses and all(e.status == 404 and "no route" in (e.answer or "") for e in responses):
-        _say(f"\ncodex: the gateway answered 404 to all {len(responses)} POST /v1/responses "
-             "requests: it has no Responses API yet (issue 15), so Codex got nothing served.")
     for target, what in (("stub", "the Responses capture stub"), ("simulator", "the simulator directly")):
         captured = Counter(e.harness for e in exchanges if e.target == target)
         for harness, count in captured.items():
@@ -120,7 +123,15 @@ def _report(recorder: capture.Recorder, trap: EgressTrap, untouched: bool, names
     _say("\n== safety\n  egress trap: " + ("; ".join(attempts) or "no attempt to leave the machine"))
     _say(f"  scratch project: {'unchanged' if untouched else 'CHANGED'}")
     _say(f"  captures: {recorder.directory}")
-    return 0 if untouched and not attempts else 1
+    # Runs that bypass the gateway (--direct, --capture-stub) are for captures, not checked.
+    unfinished = [r for r in results if r.returncode != 0 and "-direct" not in r.harness
+                  and "-capture" not in r.harness]
+    problems = report.check(through, names) + [
+        f"{r.harness}: " + ("killed at the deadline" if r.returncode is None else f"exit {r.returncode}")
+        for r in unfinished
+    ]
+    _say("\n== affinity checks\n" + ("\n".join(f"  FAILED {p}" for p in problems) or "  all passed"))
+    return 0 if untouched and not attempts and not problems else 1
 
 
 Session = Callable[[], list[harnesses.Result]]
@@ -145,12 +156,15 @@ def _sessions(args: argparse.Namespace, scratch: harnesses.Scratch, urls: dict[s
                 partial(claude, front_url=urls["direct"], agents=True, suffix="-direct"))))
     if args.only in (None, "codex"):
         sessions.append(("codex", lambda: [codex(base_url=f"{urls['front']}/v1", label="codex")]))
-        sessions.append(("codex-capture", lambda: [
-            codex(base_url=f"{urls['stub']}/v1", label="codex-capture")]))
         # Codex sends its tools another way for its default model (code mode, tools in an
-        # `additional_tools` input item) than for others (top-level `tools`): capture both.
-        sessions.append(("codex-capture-classic", lambda: [codex(
-            base_url=f"{urls['stub']}/v1", label="codex-capture-classic", model=CLASSIC_CODEX_MODEL)]))
+        # `additional_tools` input item) than for others (top-level `tools`, hosted web_search).
+        sessions.append(("codex-classic", lambda: [codex(
+            base_url=f"{urls['front']}/v1", label="codex-classic", model=CLASSIC_CODEX_MODEL)]))
+        if args.capture_stub:
+            sessions.append(("codex-capture", lambda: [
+                codex(base_url=f"{urls['stub']}/v1", label="codex-capture")]))
+            sessions.append(("codex-capture-classic", lambda: [codex(
+                base_url=f"{urls['stub']}/v1", label="codex-capture-classic", model=CLASSIC_CODEX_MODEL)]))
     return sessions
 
 

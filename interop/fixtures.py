@@ -116,6 +116,29 @@ def picks(exchanges: list[Exchange]) -> dict[str, Exchange]:
     return {name: exchange for name, exchange in chosen.items() if exchange is not None}
 
 
+SESSION = "claude_code_session_lanes"
+_PER_LANE = 3  # requests kept of each lane in the session fixture
+
+
+def session_picks(exchanges: list[Exchange]) -> list[Exchange]:
+    """A whole Claude Code session with sub-agents, in arrival order, each lane's first few
+    requests: for a replay across replicas (one model per lane, `hit` after the first)."""
+    with_agents = _claude(exchanges, agents=True, sub=False)
+    if not with_agents:
+        return []
+    session = with_agents[0].headers.get("x-claude-code-session-id")
+    kept: list[Exchange] = []
+    per_lane: dict[str, int] = {}
+    for exchange in exchanges:
+        if exchange.path != "/v1/messages" or exchange.headers.get("x-claude-code-session-id") != session:
+            continue
+        lane = exchange.headers.get("x-claude-code-agent-id") or str(_body(exchange).get("model"))
+        per_lane[lane] = per_lane.get(lane, 0) + 1
+        if per_lane[lane] <= _PER_LANE:
+            kept.append(exchange)
+    return kept
+
+
 def _source(exchange: Exchange) -> str:
     agent = exchange.headers.get("user-agent", "?")
     return f"{agent}; make interop capture ({exchange.harness} via {exchange.target}), trimmed"
@@ -125,9 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interop.fixtures", description=__doc__.split("\n")[0])
     parser.add_argument("captures", type=Path, help="a capture directory written by `make interop`")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="write only these fixtures")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, exchange in picks(load(args.captures)).items():
+    exchanges = load(args.captures)
+    session = session_picks(exchanges)
+    if session and (not args.only or SESSION in args.only):
+        path = args.out / f"{SESSION}.json"
+        requests = [sanitize(exchange, _source(exchange)) for exchange in session]
+        path.write_text(json.dumps({"source": requests[0]["source"], "requests": requests}, indent=1,
+                                   ensure_ascii=False) + "\n")
+        print(f"{path} ({path.stat().st_size} bytes) from {len(session)} requests")
+    for name, exchange in picks(exchanges).items():
+        if args.only and name not in args.only:
+            continue
         path = args.out / f"{name}.json"
         fixture = sanitize(exchange, _source(exchange))
         path.write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")

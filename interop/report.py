@@ -46,6 +46,7 @@ class Lane:
     statuses: Counter[str] = field(default_factory=Counter)
     sources: Counter[str] = field(default_factory=Counter)
     endpoints: Counter[str] = field(default_factory=Counter)
+    order: list[str] = field(default_factory=list)  # affinity statuses, in arrival order
     prompt_tokens: int = 0
     cached_tokens: int = 0
 
@@ -58,6 +59,7 @@ class Lane:
         if headers.get("x-gateway-model"):
             self.models.append(headers["x-gateway-model"])
         self.statuses[headers.get("x-model-affinity-status", _ABSENT)] += 1
+        self.order.append(headers.get("x-model-affinity-status", _ABSENT))
         self.sources[headers.get("x-model-affinity-source", _ABSENT)] += 1
         if exchange.usage is not None:
             self.prompt_tokens += exchange.usage.prompt
@@ -144,3 +146,29 @@ def _message(exchange: Exchange) -> str:
         return str(error.get("message", error)) if isinstance(error, dict) else str(error)
     except (ValueError, KeyError, TypeError):
         return (exchange.answer or "(empty body)")[:200]
+
+
+def check(exchanges: list[Exchange], names: dict[str, str]) -> list[str]:
+    """The affinity acceptance, per session and lane through the gateway: every answer a 2xx,
+    one model served, a session source found, `new` on the lane's first request and `hit` on
+    every later one. A first request answered `hit` means the lane found a pin it never made:
+    another session's (two sessions sharing pins). Returns what failed, one line each."""
+    problems: list[str] = []
+    for (harness, session), lanes in group(exchanges).items():
+        who = f"{names.get(session, harness)} session {_short(session)}"
+        if session == _ABSENT:
+            problems.append(f"{who}: {sum(lane.requests for lane in lanes.values())} request(s) "
+                            "without a session id")
+            continue
+        for name, lane in lanes.items():
+            where = f"{who} lane {name}"
+            if lane.failures:
+                problems.append(f"{where}: {sum(lane.failures.values())} non-2xx answer(s)")
+            served = Counter(lane.models)
+            if len(served) > 1:
+                problems.append(f"{where}: {len(served)} models served ({_counts(served)})")
+            if "none" in lane.sources or _ABSENT in lane.sources:
+                problems.append(f"{where}: no session source on some requests ({_counts(lane.sources)})")
+            if lane.order[:1] not in (["new"], []) or any(s != "hit" for s in lane.order[1:]):
+                problems.append(f"{where}: statuses in order {' '.join(lane.order)} (want new, then hit)")
+    return problems

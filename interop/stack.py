@@ -1,10 +1,11 @@
 """The gateway side of the run: a private Redis, the simulator, two replicas and their config.
 
 Processes come from the demo's runner (own process groups, logs in the work directory,
-stopped in order). The config has two routing preferences and the simulator as the provider
-of every model: the harnesses' default main models by name, and `anthropic/*` / `openai/*`
-wildcards for every other name a harness asks for (served once the gateway has provider
-wildcards; until then a wildcard entry is just an unused model named `*`).
+stopped in order). The config has two routing preferences and the simulator behind the
+`anthropic/*` and `openai/*` wildcards, so every model name a harness asks for (main loop,
+sub-agents, side calls, dated snapshots) is served with no name written here; one concrete
+model is the default, because a wildcard cannot be. Pins and stored responses live in the
+private Redis, shared by both replicas.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ SIM_KEY = "sim-key"
 
 
 def gateway_config(simulator_url: str, redis_url: str) -> dict[str, Any]:
+    # The preferences name models the wildcards serve (no entry of their own).
     anthropic, openai = f"anthropic/{CLAUDE_MAIN}", f"openai/{CODEX_MAIN}"
     providers: list[dict[str, Any]] = [
-        {"model": anthropic, "default": True},
-        {"model": openai},
+        {"model": anthropic, "default": True},  # a wildcard cannot be the default
         {"model": "anthropic/*"},
         {"model": "openai/*"},
     ]

@@ -75,7 +75,7 @@ def turns_of(payload: dict[str, Any], items: list[dict[str, Any]]) -> list[Turn]
         if kind == "message":
             role = "system" if item["role"] == "developer" else item["role"]
             turns.append(Turn(role, text_of(item.get("content"))))
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             turns.append(Turn("tool", output if isinstance(output, str) else text_of(output)))
     return turns
@@ -217,7 +217,8 @@ class ResponseState:
             logger.warning("storing response %s failed", response_id[:16], exc_info=True)
 
 
-ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
+               "custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "additional_tools": "at"}
 
 
 def _with_id(item: dict[str, Any]) -> dict[str, Any]:

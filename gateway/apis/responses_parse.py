@@ -13,7 +13,10 @@ MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 PART_TYPES = frozenset(
     {"input_text", "input_image", "input_file", "input_audio", "output_text", "refusal", "text"}
 )
-ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+# custom_tool_call(_output) and additional_tools (tools offered as an input item): Codex CLI.
+ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning", "custom_tool_call",
+                        "custom_tool_call_output", "additional_tools"})
+_ITEM_NAMES = ", ".join(sorted(ITEM_TYPES))
 FORMAT_TYPES = frozenset({"text", "json_schema", "json_object"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
@@ -99,8 +102,8 @@ def _item(item: Any, where: str) -> None:
         raise bad(f"{where}.type", "item_reference is not supported by the gateway; send the item itself",
                   "unsupported_value")
     if not isinstance(kind, str) or kind not in ITEM_TYPES:
-        raise bad(f"{where}.type", f"unknown input item type {kind!r}; expected one of "
-                  "message, function_call, function_call_output, reasoning", "invalid_value")
+        raise bad(f"{where}.type", f"unknown input item type {kind!r}; expected one of {_ITEM_NAMES}",
+                  "invalid_value")
     if kind == "message":
         role = item.get("role")
         if not isinstance(role, str) or role not in MESSAGE_ROLES:
@@ -110,7 +113,15 @@ def _item(item: Any, where: str) -> None:
         for key in ("call_id", "name", "arguments"):
             if not isinstance(item.get(key), str):
                 raise bad(f"{where}.{key}", "must be a string")
-    elif kind == "function_call_output":
+    elif kind == "custom_tool_call":
+        for key in ("call_id", "name", "input"):
+            if not isinstance(item.get(key), str):
+                raise bad(f"{where}.{key}", "must be a string")
+    elif kind == "additional_tools":
+        if not isinstance(item.get("tools"), list):
+            raise bad(f"{where}.tools", "must be an array of tools")
+        _tool_list(item["tools"], f"{where}.tools")
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         if not isinstance(item.get("call_id"), str):
             raise bad(f"{where}.call_id", "must be a string")
         output = item.get("output")
@@ -163,17 +174,7 @@ def _text(payload: dict[str, Any]) -> None:
 
 def _tools(payload: dict[str, Any]) -> None:
     tools = optional(payload, "tools", list, "an array of tools")
-    for index, tool in enumerate(tools or ()):
-        where = f"tools[{index}]"
-        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise bad(where, "must be an object with a type")
-        if tool["type"] == "function":
-            if not isinstance(tool.get("name"), str) or not tool["name"]:
-                raise bad(f"{where}.name", "must be a non-empty string")
-            if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
-                raise bad(f"{where}.parameters", "must be a JSON schema object")
-            if tool.get("description") is not None and not isinstance(tool["description"], str):
-                raise bad(f"{where}.description", "must be a string")
+    _tool_list(tools or [], "tools")
     choice = payload.get("tool_choice")
     if choice is None:
         return
@@ -183,5 +184,29 @@ def _tools(payload: dict[str, Any]) -> None:
         return
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
         raise bad("tool_choice", "must be none, auto, required or an object with a type")
-    if choice["type"] == "function" and not isinstance(choice.get("name"), str):
+    if choice["type"] in ("function", "custom") and not isinstance(choice.get("name"), str):
         raise bad("tool_choice.name", "must be a string")
+
+
+def _tool_list(tools: list[Any], at: str, nested: bool = False) -> None:
+    for index, tool in enumerate(tools):
+        where = f"{at}[{index}]"
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise bad(where, "must be an object with a type")
+        kind = tool["type"]
+        if kind in ("function", "custom", "namespace"):
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise bad(f"{where}.name", "must be a non-empty string")
+            if tool.get("description") is not None and not isinstance(tool["description"], str):
+                raise bad(f"{where}.description", "must be a string")
+        if kind == "function" and tool.get("parameters") is not None and not isinstance(
+                tool["parameters"], dict):
+            raise bad(f"{where}.parameters", "must be a JSON schema object")
+        if kind == "custom" and tool.get("format") is not None and not isinstance(tool["format"], dict):
+            raise bad(f"{where}.format", "must be an object")
+        if kind == "namespace":
+            if nested:
+                raise bad(where, "a namespace cannot hold another namespace", "invalid_value")
+            if not isinstance(tool.get("tools"), list):
+                raise bad(f"{where}.tools", "must be an array of tools")
+            _tool_list(tool["tools"], f"{where}.tools", nested=True)

@@ -19,6 +19,16 @@ from typing import Any
 
 from gateway.content import text_of
 from gateway.errors import BadRequest
+from gateway.providers.responses_tools import (
+    Shapes,
+    call_shapes,
+    custom_arguments,
+    custom_as_function,
+    custom_call_item,
+    custom_input,
+    offered,
+    with_namespace,
+)
 
 logger = logging.getLogger("gateway.responses")
 
@@ -63,20 +73,23 @@ def to_chat_messages(items: list[dict[str, Any]], instructions: Any) -> list[dic
         kind = item_kind(item)
         if kind == "message":
             _add_message(messages, item)
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
+            arguments = (item.get("arguments") or "{}") if kind == "function_call" else custom_arguments(
+                item.get("input"))
             call = {"id": item.get("call_id") or item.get("id") or new_id("call"), "type": "function",
-                    "function": {"name": item.get("name", ""), "arguments": item.get("arguments") or "{}"}}
+                    "function": {"name": item.get("name", ""), "arguments": arguments}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":  # its text and calls: one chat turn
                 last.setdefault("tool_calls", []).append(call)
                 last["content"] = last["content"] or None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             text = output if isinstance(output, str) else text_of(output)
             messages.append({"role": "tool", "tool_call_id": item.get("call_id", ""), "content": text})
-        # reasoning: a chat model cannot take it back; dropped by design.
+        # reasoning: a chat model cannot take it back; dropped by design. additional_tools:
+        # tools, offered by `to_chat_tools`.
     return messages
 
 
@@ -116,13 +129,27 @@ def _add_message(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:
         messages.append({"role": chat_role, "content": parts})
 
 
-def to_chat_tools(tools: Any, drops: list[str] | None = None) -> list[dict[str, Any]]:
+def to_chat_tools(
+    payload: dict[str, Any], items: list[dict[str, Any]], drops: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Functions as they are, custom tools as one-string functions, namespaces flattened;
+    hosted tools left out (named in `drops`) or, without `drops`, a 400."""
     out = []
-    for index, tool in enumerate(tools or ()):
+    names: set[str] = set()
+    for where, tool in offered(payload, items):
         kind = tool.get("type")
+        if kind in ("custom", "function"):
+            if tool["name"] in names:  # two namespaces with one name: a chat model takes one
+                if drops is not None:
+                    drops.append("tool")
+                continue
+            names.add(tool["name"])
+        if kind == "custom":
+            out.append({"type": "function", "function": custom_as_function(tool)})
+            continue
         if kind != "function":
             if drops is None:
-                raise hosted_tool_error(str(kind), f"tools[{index}]")
+                raise hosted_tool_error(str(kind), where)
             drops.append("tool")  # a label: its kinds are the clients' to name
             continue
         function: dict[str, Any] = {"name": tool["name"]}
@@ -136,7 +163,7 @@ def to_chat_tools(tools: Any, drops: list[str] | None = None) -> list[dict[str, 
 def to_chat_tool_choice(choice: Any) -> Any:
     if isinstance(choice, str) or choice is None:
         return choice
-    if choice.get("type") == "function":
+    if choice.get("type") in ("function", "custom"):
         return {"type": "function", "function": {"name": choice.get("name", "")}}
     if choice.get("type") == "allowed_tools":
         return choice.get("mode", "auto")
@@ -149,14 +176,15 @@ def to_chat_request(
     """A Responses request (its input already expanded with any stored context) -> chat."""
     messages = to_chat_messages(items, payload.get("instructions"))
     chat: dict[str, Any] = {"model": model_id, "messages": messages}
-    tools = to_chat_tools(payload.get("tools"), drops)
+    tools = to_chat_tools(payload, items, drops)
     if tools:
         chat["tools"] = tools
         if payload.get("tool_choice") is not None:
             chat["tool_choice"] = to_chat_tool_choice(payload["tool_choice"])
         if isinstance(payload.get("parallel_tool_calls"), bool):
             chat["parallel_tool_calls"] = payload["parallel_tool_calls"]
-    elif isinstance(payload.get("tool_choice"), dict) and payload["tool_choice"].get("type") != "function":
+    elif isinstance(payload.get("tool_choice"), dict) and payload["tool_choice"].get("type") not in (
+            "function", "custom"):
         to_chat_tool_choice(payload["tool_choice"])  # a hosted tool_choice is refused all the same
     for key in ("temperature", "top_p", "user"):
         if payload.get(key) is not None:
@@ -234,6 +262,18 @@ def function_call_item(
     }
 
 
+def call_item(
+    call_id: str, name: str, arguments: str, shapes: Shapes, item_id: str | None = None
+) -> dict[str, Any]:
+    """A model's tool call as the client offered the tool: a custom tool's as `custom_tool_call`,
+    a namespaced one's with its namespace."""
+    if name not in shapes:
+        return function_call_item(call_id, name, arguments, item_id)
+    if shapes[name][0]:
+        return with_namespace(custom_call_item(call_id, name, custom_input(arguments), item_id), shapes)
+    return with_namespace(function_call_item(call_id, name, arguments, item_id), shapes)
+
+
 def status_of_finish(finish: Any) -> tuple[str, dict[str, str] | None]:
     reason = _INCOMPLETE.get(finish) if isinstance(finish, str) else None
     return ("incomplete", {"reason": reason}) if reason else ("completed", None)
@@ -252,11 +292,12 @@ def from_chat_response(
         item = message_item("")
         item["content"] = [{"type": "refusal", "refusal": message["refusal"]}]
         output.append(item)
+    shapes = call_shapes(request)
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        output.append(function_call_item(
-            call.get("id") or new_id("call"), function.get("name", ""), function.get("arguments") or "{}"
-        ))
+        output.append(call_item(
+            call.get("id") or new_id("call"), function.get("name", ""), function.get("arguments") or "{}",
+            shapes))
     status, incomplete = status_of_finish(choice.get("finish_reason"))
     return response_object(
         request, response_id, model, output, status,

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.providers import anthropic
 from gateway.providers.anthropic_wire import tool_call_of
 from gateway.providers.responses import (
-    function_call_item,
+    call_item,
     message_item,
     new_id,
     response_object,
@@ -24,6 +24,7 @@ from gateway.providers.responses import (
     to_chat_request,
 )
 from gateway.providers.responses_stream import _STOP_REASONS
+from gateway.providers.responses_tools import call_shapes
 
 
 def to_messages_request(
@@ -45,6 +46,7 @@ def from_message(
 ) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     texts: list[str] = []
+    shapes = call_shapes(request)
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":
@@ -52,7 +54,7 @@ def from_message(
         elif kind == "tool_use":
             arguments = tool_call_of(block)["function"]["arguments"]
             call_id = block.get("id") or new_id("call")
-            output.append(function_call_item(call_id, block.get("name", ""), arguments))
+            output.append(call_item(call_id, block.get("name", ""), arguments, shapes))
     if texts:
         output.insert(0, message_item("".join(texts)))
     usage = message.get("usage") or {}

@@ -29,6 +29,7 @@ from gateway.providers.responses import (
     status_of_finish,
     usage_of_chat,
 )
+from gateway.providers.responses_tools import call_shapes, custom_call_item, custom_input, with_namespace
 from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 
 _TRUNCATED = "the upstream ended the stream before the response was complete"
@@ -52,6 +53,10 @@ class ResponseEvents:
         self.started = False
         self._out = bytearray()
         self.created = int(time.time())  # one creation time for every snapshot of the response
+        self.shapes = call_shapes(request)  # custom and namespaced tools: their calls differ
+        # A custom tool call's arguments (JSON holding its input) as they arrive: its input is
+        # streamed once they are whole.
+        self._custom_arguments: dict[int, str] = {}
 
     def event(self, kind: str, body: dict[str, Any]) -> bytes:
         """Numbers and queues one event (`drain` takes them): an upstream event that turns out
@@ -104,13 +109,24 @@ class ResponseEvents:
     def call(self, key: Any, call_id: str, name: str) -> bytes:
         if key in self.open:
             return b""
-        return self._add(key, function_call_item(call_id, name, "", status="in_progress"))
+        if name not in self.shapes:
+            return self._add(key, function_call_item(call_id, name, "", status="in_progress"))
+        if self.shapes[name][0]:
+            out = self._add(key, with_namespace(custom_call_item(call_id, name, "", status="in_progress"),
+                                                self.shapes))
+            self._custom_arguments[self.open[key]] = ""
+            return out
+        return self._add(key, with_namespace(function_call_item(call_id, name, "", status="in_progress"),
+                                             self.shapes))
 
     def arguments(self, key: Any, delta: str) -> bytes:
         index = self.open.get(key)
         if index is None or not delta:
             return b""
         item = self.items[index]
+        if index in self._custom_arguments:
+            self._custom_arguments[index] += delta
+            return b""
         item["arguments"] += delta
         return self.event("response.function_call_arguments.delta", {
             "item_id": item["id"], "output_index": index, "delta": delta})
@@ -127,6 +143,12 @@ class ResponseEvents:
             common = {"item_id": item["id"], "output_index": index, "content_index": 0}
             out += self.event("response.output_text.done", {**common, "text": part["text"], "logprobs": []})
             out += self.event("response.content_part.done", {**common, "part": part})
+        elif item["type"] == "custom_tool_call":
+            item["input"] = custom_input(self._custom_arguments.pop(index, ""))
+            common = {"item_id": item["id"], "output_index": index}
+            if item["input"]:
+                out += self.event("response.custom_tool_call_input.delta", {**common, "delta": item["input"]})
+            out += self.event("response.custom_tool_call_input.done", {**common, "input": item["input"]})
         else:
             item["arguments"] = item["arguments"] or "{}"
             out += self.event("response.function_call_arguments.done", {

@@ -15,7 +15,7 @@ import orjson
 
 from gateway.errors import BadRequest as GatewayBadRequest
 from gateway.providers.responses import (
-    function_call_item,
+    call_item,
     input_items,
     message_item,
     response_object,
@@ -23,6 +23,7 @@ from gateway.providers.responses import (
     to_chat_request,
 )
 from gateway.providers.responses_stream import ResponseEvents
+from gateway.providers.responses_tools import Shapes, call_shapes
 from gateway.simulator import openai
 from gateway.simulator.agent import BadRequest, Conversation, JsonObject, Reply
 from gateway.simulator.wire import Api, StreamEvents, require_object, require_str
@@ -52,7 +53,9 @@ class ResponsesApi:
                 raise BadRequest(f"previous response {previous!r} not found", "previous_response_id")
             items = self._kept[previous] + items
         try:
-            chat = to_chat_request({**body, "stream": False}, items, model)
+            # OpenAI runs hosted tools itself (Codex offers web_search on every request): the
+            # simulated model accepts them and never calls them.
+            chat = to_chat_request({**body, "stream": False}, items, model, drops=[])
         except GatewayBadRequest as exc:
             raise BadRequest(exc.message, exc.param) from None
         conversation = openai.parse(chat, digest)
@@ -71,8 +74,9 @@ class ResponsesApi:
 
     def render(self, conversation: Conversation, reply: Reply, created: int) -> bytes:
         response_id = f"resp_{conversation.digest}"
-        output = _output(conversation, reply)
-        body = self._keep(conversation.digest, response_id, output)
+        body = self._pending.get(conversation.digest, ([], {}))[1]
+        output = _output(conversation, reply, call_shapes(body))
+        self._keep(conversation.digest, response_id, output)
         status = "incomplete" if reply.truncated else "completed"
         incomplete = {"reason": "max_output_tokens"} if reply.truncated else None
         return orjson.dumps(response_object(
@@ -103,12 +107,12 @@ class ResponsesApi:
         return out
 
 
-def _output(conversation: Conversation, reply: Reply) -> list[JsonObject]:
+def _output(conversation: Conversation, reply: Reply, shapes: Shapes) -> list[JsonObject]:
     call = reply.tool_call
     if call is None:
         return [message_item(reply.text, f"msg_{conversation.digest}")]
-    return [function_call_item(f"call_{conversation.digest}", call.name, call.arguments_json,
-                               f"fc_{conversation.digest}")]
+    return [call_item(f"call_{conversation.digest}", call.name, call.arguments_json, shapes,
+                      f"fc_{conversation.digest}")]
 
 
 def _usage(conversation: Conversation, reply: Reply) -> JsonObject:

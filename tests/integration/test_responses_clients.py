@@ -120,6 +120,19 @@ BAD: list[tuple[Any, str]] = [
     ({"model": 3, "input": "x"}, "model"),
     ({"model": TRANSLATED, "input": [{"role": "user", "content": "x"}] * 51}, "input"),
     ({"model": TRANSLATED, "input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+    # Codex CLI's shapes, malformed: still a 400 naming the field.
+    ({"model": TRANSLATED, "input": [{"type": "custom_tool_call", "call_id": "c", "name": "exec"}]},
+     "input[0].input"),
+    ({"model": TRANSLATED, "input": [{"type": "custom_tool_call_output", "output": "x"}]},
+     "input[0].call_id"),
+    ({"model": TRANSLATED, "input": [{"type": "additional_tools", "role": "developer"}]}, "input[0].tools"),
+    ({"model": TRANSLATED, "input": [{"type": "additional_tools", "tools": [{"type": "custom"}]}]},
+     "input[0].tools[0].name"),
+    ({"model": TRANSLATED, "input": "x", "tools": [{"type": "namespace", "name": "n"}]}, "tools[0].tools"),
+    ({"model": TRANSLATED, "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [
+        {"type": "namespace", "name": "m", "tools": []}]}]}, "tools[0].tools[0]"),
+    ({"model": TRANSLATED, "input": "x", "tools": [{"type": "custom", "name": "e", "format": "lark"}]},
+     "tools[0].format"),
 ]
 
 

@@ -94,6 +94,16 @@ item = maybe(st.one_of(
     st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": maybe(st.text(max_size=3)),
                            "output": maybe(st.text(max_size=5) | st.lists(part, max_size=2))}),
     st.fixed_dictionaries({"type": st.just("reasoning"), "summary": json_value}),
+    # Codex CLI: custom tool calls and their outputs, tools offered as an input item.
+    st.fixed_dictionaries({"type": st.just("custom_tool_call"), "call_id": maybe(st.text(max_size=3)),
+                           "name": maybe(st.text(max_size=3)), "input": maybe(st.text(max_size=5))}),
+    st.fixed_dictionaries({"type": st.just("custom_tool_call_output"), "call_id": maybe(st.text(max_size=3)),
+                           "output": maybe(st.text(max_size=5) | st.lists(part, max_size=2))}),
+    st.fixed_dictionaries({"type": st.just("additional_tools"), "tools": maybe(st.lists(maybe(
+        st.fixed_dictionaries({
+            "type": maybe(st.sampled_from(["function", "custom", "namespace", "web_search"])),
+            "name": maybe(st.text(max_size=3)),
+            "tools": maybe(st.just([{"type": "custom", "name": "exec"}]))})), max_size=2))}),
 ))
 bodies = st.fixed_dictionaries(
     {"input": maybe(st.text(max_size=5) | st.lists(item, max_size=4))},
@@ -101,7 +111,8 @@ bodies = st.fixed_dictionaries(
         "model": maybe(st.text(max_size=5)), "stream": maybe(st.booleans()),
         "instructions": maybe(st.text(max_size=5)),
         "tools": maybe(st.lists(maybe(st.fixed_dictionaries({
-            "type": maybe(st.sampled_from(["function", "web_search"])), "name": maybe(st.text(max_size=3)),
+            "type": maybe(st.sampled_from(["function", "web_search", "custom"])),
+            "name": maybe(st.text(max_size=3)),
             "parameters": maybe(st.just({"type": "object"}))})), max_size=2)),
         "tool_choice": maybe(st.sampled_from(["auto", "none", "required"]) | st.fixed_dictionaries(
             {"type": maybe(st.sampled_from(["function", "file_search"])),

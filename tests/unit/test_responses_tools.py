@@ -1,0 +1,107 @@
+"""Codex CLI's tool shapes across translation: custom tools, namespaces, `additional_tools`
+input items, custom tool calls and their outputs, out and back (plain and streamed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from gateway.providers.responses import from_chat_response, input_items, to_chat_request
+from gateway.providers.responses_anthropic import from_message, to_messages_request
+from gateway.providers.responses_stream import ChatToResponsesStream
+from gateway.sse import SSEDecoder
+from tests.support import fixture_path
+
+EVENTS = TypeAdapter(ResponseStreamEvent)
+EXEC = {"type": "custom", "name": "exec", "description": "Run JavaScript.",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+SLEEP = {"type": "function", "name": "sleep", "parameters": {"type": "object", "properties": {}}}
+
+
+def codex_request() -> dict[str, Any]:
+    """Code mode: the tools in an input item, a namespace holding the custom tool, web_search."""
+    return {"model": "m", "tools": [], "input": [
+        {"type": "additional_tools", "role": "developer", "tools": [
+            {"type": "namespace", "name": "functions", "tools": [EXEC]},
+            {"type": "namespace", "name": "clock", "tools": [SLEEP]},
+            {"type": "web_search", "external_web_access": False}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]},
+        {"type": "custom_tool_call", "call_id": "c1", "name": "exec", "input": "text(1)",
+         "status": "completed"},
+        {"type": "custom_tool_call_output", "call_id": "c1",
+         "output": [{"type": "input_text", "text": "Script completed"}, {"type": "input_text", "text": "1"}]},
+    ]}
+
+
+def test_custom_tools_namespaces_and_additional_tools_become_chat_functions() -> None:
+    request = codex_request()
+    drops: list[str] = []
+    chat = to_chat_request(request, input_items(request), "m", drops)
+    functions = {tool["function"]["name"]: tool["function"] for tool in chat["tools"]}
+    assert set(functions) == {"exec", "sleep"}  # namespaces flattened, the hosted tool left out
+    assert drops == ["tool"]
+    twice = request | {"tools": [{"type": "namespace", "name": "other", "tools": [SLEEP]}]}
+    again: list[str] = []
+    assert len(to_chat_request(twice, input_items(twice), "m", again)["tools"]) == 2  # one sleep
+    assert again == ["tool", "tool"]
+    assert functions["exec"]["parameters"]["required"] == ["input"]
+    assert "lark" in functions["exec"]["description"]
+    roles = [message["role"] for message in chat["messages"]]
+    assert roles == ["user", "assistant", "tool"]  # the tools item is no message
+    assert json.loads(chat["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"input": "text(1)"}
+    assert chat["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "Script completed\n1"}
+
+
+def test_a_call_to_a_custom_tool_comes_back_as_a_custom_tool_call() -> None:
+    request = codex_request()
+    chat = {"choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": [
+        {"id": "c2", "type": "function", "function": {"name": "exec", "arguments": '{"input": "ls()"}'}},
+        {"id": "c3", "type": "function", "function": {"name": "sleep", "arguments": "{}"}}]}}]}
+    output = from_chat_response(request, chat, "m", "resp_1")["output"]
+    assert [(i["type"], i["call_id"]) for i in output] == [
+        ("custom_tool_call", "c2"), ("function_call", "c3")]
+    assert output[0]["input"] == "ls()"
+    # Codex dispatches a namespaced tool's call by its namespace ("unsupported call" without).
+    assert (output[0]["namespace"], output[1]["namespace"]) == ("functions", "clock")
+    message = {"content": [{"type": "tool_use", "id": "t1", "name": "exec", "input": {"input": "x"}}],
+               "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 1}}
+    assert from_message(request, message, "m", "resp_2")["output"][0]["input"] == "x"
+
+
+def test_a_streamed_custom_tool_call_is_one_the_sdk_reads() -> None:
+    request = codex_request()
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "c9", "type": "function",
+             "function": {"name": "exec", "arguments": '{"inp'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": 'ut": "ls()"}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    raw = b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks) + b"data: [DONE]\n\n"
+    stream = ChatToResponsesStream(request, "m")
+    out = stream.feed(raw) + stream.close()
+    events = [EVENTS.validate_python(orjson.loads(e.data)) for e in SSEDecoder().feed(out)]
+    kinds = [event.type for event in events]
+    assert "response.custom_tool_call_input.done" in kinds
+    assert "response.function_call_arguments.delta" not in kinds  # the JSON wrapper stays inside
+    done = [e for e in events if e.type == "response.output_item.done"]
+    assert done[0].item.type == "custom_tool_call" and done[0].item.input == "ls()"
+    assert stream.final is not None and stream.final["output"][0]["namespace"] == "functions"
+    assert stream.final is not None and stream.final["output"][0]["input"] == "ls()"
+
+
+def test_the_captured_codex_turn_translates_to_messages_with_its_tools() -> None:
+    fixture = json.loads((fixture_path("harness") / "codex_responses_tool_output.json").read_text())
+    body = fixture["body"]
+    drops: list[str] = []
+    messages = to_messages_request(body, input_items(body), "claude-x", drops)
+    names = [tool["name"] for tool in messages["tools"]]
+    assert "exec" in names and "wait" in names
+    calls = [block for m in messages["messages"] if m["role"] == "assistant" for block in m["content"]
+             if block["type"] == "tool_use"]
+    assert calls[0]["name"] == "exec" and "tools.exec_command" in calls[0]["input"]["input"]
