@@ -221,7 +221,7 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class TracingConfig:
-    """OpenTelemetry traces (gateway/config/tracing.py resolves it, gateway/tracing.py uses it)."""
+    """OpenTelemetry traces (gateway/config/tracing.py resolves it, gateway/tracing/__init__.py uses it)."""
 
     enabled: bool = False
     otlp_endpoint: str | None = None  # resolved when enabled: the full URL (or gRPC target) spans go to

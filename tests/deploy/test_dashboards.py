@@ -179,7 +179,7 @@ def test_latency_panels_show_the_exemplars_that_link_to_traces(dashboard: dict[s
         panel["title"]: [t["expr"] for t in panel["targets"] if t.get("exemplar")]
         for panel in panels(dashboard["panels"]) if any(t.get("exemplar") for t in panel.get("targets", []))
     }
-    # The two histograms the gateway attaches trace ids to (gateway/tracing_otel.py).
+    # The two histograms the gateway attaches trace ids to (gateway/tracing/otel.py).
     assert sorted(with_exemplars) == ["Request duration by endpoint", "Time to first token by model"]
     assert all(len(exprs) == 1 for exprs in with_exemplars.values())
 

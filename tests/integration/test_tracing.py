@@ -238,7 +238,7 @@ def test_tracing_off_imports_no_trace_sdk_nor_exporter() -> None:
         "from gateway.config import parse_config\n"
         "from tests.configs import three_models\n"
         "create_app(parse_config(three_models('http://127.0.0.1:9'), environ={}))\n"
-        "kinds = ('gateway.tracing_', 'opentelemetry.sdk.trace', 'opentelemetry.exporter')\n"
+        "kinds = ('gateway.tracing.', 'opentelemetry.sdk.trace', 'opentelemetry.exporter')\n"
         "print(sorted(m for m in sys.modules if m.startswith(kinds)))\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,

@@ -1,4 +1,4 @@
-"""gateway/tracing.py and the OpenTelemetry side's small pieces: what gets wrapped, the
+"""gateway/tracing/__init__.py and the OpenTelemetry side's small pieces: what gets wrapped, the
 service name's precedence, the captured prompt."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from gateway.config import TracingConfig
 from gateway.metrics import Metrics
 from gateway.routes import Prefixed
 from gateway.tracing import build_tracer
-from gateway.tracing_asgi import ServerSpan, propagated
-from gateway.tracing_otel import MAX_CONTENT_CHARS, OtelTracer, input_messages, resource
+from gateway.tracing.asgi import ServerSpan, propagated
+from gateway.tracing.otel import MAX_CONTENT_CHARS, OtelTracer, input_messages, resource
 from gateway.types import Receive, Scope, Send
 
 ON = TracingConfig(enabled=True, otlp_endpoint="http://127.0.0.1:9/v1/traces")

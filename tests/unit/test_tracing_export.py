@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from gateway.config import TracingConfig
 from gateway.metrics import Metrics
-from gateway.tracing_export import CountingBatchSpanProcessor, CountingExporter
+from gateway.tracing.export import CountingBatchSpanProcessor, CountingExporter
 from tests.support import wait_for
 
 

@@ -5,16 +5,16 @@ packages come with the `[tracing]` install extra. This module imports none of th
 `build_tracer` does, and only when tracing is on. With tracing off `create_app` holds None
 where a `Tracer` would be, wraps nothing, and the request path pays a None check.
 
-With tracing on (gateway/tracing_otel.py and its helpers):
+With tracing on (gateway/tracing/otel.py and its helpers):
 - each routed endpoint is wrapped in a SERVER span (`POST /v1/chat/completions`), continuing
-  the client's W3C trace when it sends a `traceparent` (tracing_asgi.py);
+  the client's W3C trace when it sends a `traceparent` (tracing/asgi.py);
 - the affinity store and the router are wrapped so each call is a child span
-  (tracing_wrappers.py): `affinity get`, `affinity pin`, `routing`;
+  (tracing/wrappers.py): `affinity get`, `affinity pin`, `routing`;
 - the dispatcher asks for a CLIENT span per upstream attempt, which also writes `traceparent`
   into that attempt's headers; retries and fallbacks are spans of their own;
 - the pipeline's end (`record`) puts the GenAI attributes on the server span and closes the
   attempt that served; a stream's first token is an event.
-Spans are batched to an OTLP collector in a background thread (tracing_export.py); a slow or
+Spans are batched to an OTLP collector in a background thread (tracing/export.py); a slow or
 absent collector drops spans (counted in gateway_trace_spans_dropped_total), never requests.
 """
 
@@ -69,6 +69,6 @@ def build_tracer(config: TracingConfig, metrics: Metrics) -> Tracer | None:
     """None when tracing is off: no OpenTelemetry module is imported then."""
     if not config.enabled:
         return None
-    from gateway.tracing_otel import OtelTracer  # the `[tracing]` extra, checked by the config loader
+    from gateway.tracing.otel import OtelTracer  # the `[tracing]` extra, checked by the config loader
 
     return OtelTracer(config, metrics)

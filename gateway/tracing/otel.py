@@ -2,7 +2,7 @@
 
 Each replica has its own TracerProvider (never the global one: replicas in one process, as
 in tests, stay apart). A request's spans find each other through OpenTelemetry's context: the
-server span's wrapper (tracing_asgi.py) makes a `RequestSpans` current for the request's task,
+server span's wrapper (tracing/asgi.py) makes a `RequestSpans` current for the request's task,
 and the store, the router, the dispatcher and the pipeline's end, all running in that task or
 in one it started, read it. Outside a sampled request every entry point returns at once.
 
@@ -33,7 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway.config import ModelProvider, TracingConfig
 from gateway.metrics import Metrics
-from gateway.tracing_export import CountingBatchSpanProcessor, CountingExporter, otlp_exporter, shut_down
+from gateway.tracing.export import CountingBatchSpanProcessor, CountingExporter, otlp_exporter, shut_down
 
 if TYPE_CHECKING:
     from gateway.affinity import AffinityStore
@@ -106,17 +106,17 @@ class OtelTracer:
     def instrument(
         self, exact: Mapping[str, Methods], prefixed: tuple[Prefixed, ...]
     ) -> tuple[dict[str, Methods], tuple[Prefixed, ...]]:
-        from gateway.tracing_asgi import instrument
+        from gateway.tracing.asgi import instrument
 
         return instrument(self, exact, prefixed)
 
     def traced_store(self, store: AffinityStore) -> AffinityStore:
-        from gateway.tracing_wrappers import TracedStore
+        from gateway.tracing.wrappers import TracedStore
 
         return TracedStore(store, self)
 
     def traced_router(self, router: Router) -> Router:
-        from gateway.tracing_wrappers import TracedRouter
+        from gateway.tracing.wrappers import TracedRouter
 
         return TracedRouter(router, self)
 

@@ -14,7 +14,7 @@ from gateway.affinity import AffinityStore, Lookup, Pin, Pinned, Removal
 from gateway.routing import RouteChoice, Router, Turn
 
 if TYPE_CHECKING:
-    from gateway.tracing_otel import OtelTracer
+    from gateway.tracing.otel import OtelTracer
 
 T = TypeVar("T")
 

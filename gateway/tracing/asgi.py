@@ -13,11 +13,11 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, StatusCode, set_span_in_context
 
 from gateway.routes import Methods, Prefixed
-from gateway.tracing_otel import RequestSpans
+from gateway.tracing.otel import RequestSpans
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from gateway.tracing_otel import OtelTracer
+    from gateway.tracing.otel import OtelTracer
 
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/"})
 PROPAGATED = (b"traceparent", b"tracestate")
