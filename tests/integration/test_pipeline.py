@@ -7,6 +7,7 @@ import dataclasses
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -17,7 +18,7 @@ from gateway.apis import CHAT, Exchange
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from gateway.types import Receive, Scope, Send
 from tests.configs import three_models
-from tests.support import ThreadServer, answer_lifespan, gateway, serve, wait_for
+from tests.support import Served, ThreadServer, answer_lifespan, gateway, serve, wait_for
 
 GOOD = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -185,3 +186,38 @@ def test_a_client_leaving_mid_body_is_counted_499_and_nothing_breaks(replica: Th
 
     wait_for(counted, timeout=10, message="the abandoned request was not counted as 499")
     assert httpx.post(f"{replica.url}/v1/chat/completions", json=GOOD).status_code == 200
+
+
+@pytest.mark.parametrize("api", ["chat", "messages"])
+def test_a_scrape_right_after_a_streamed_request_counts_it(
+    simulator: ThreadServer, tmp_path: Path, api: str
+) -> None:
+    """The counts are written before the stream's last byte, so a scrape that follows the
+    stream's end always sees them: 200 times in a row, against a `serve` process."""
+    if api == "chat":
+        path, endpoint = "/v1/chat/completions", "chat_completions"
+        body: dict[str, Any] = {**GOOD, "stream": True}
+    else:
+        path, endpoint = "/v1/messages", "messages"
+        body = {"model": "fast", "max_tokens": 16, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+    served = Served(three_models(simulator.url), tmp_path)
+
+    def counted(client: httpx.Client) -> float:
+        total = 0.0
+        for line in client.get(f"{served.url}/metrics").text.splitlines():
+            if line.startswith(f'gateway_requests_total{{endpoint="{endpoint}"'):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    try:
+        with httpx.Client() as streaming, httpx.Client() as scraping:
+            before = counted(scraping)
+            for turn in range(1, 201):
+                with streaming.stream("POST", f"{served.url}{path}", json=body) as response:
+                    assert response.status_code == 200
+                    for _ in response.iter_bytes():
+                        pass
+                assert counted(scraping) == before + turn, f"turn {turn} was not counted yet"
+    finally:
+        served.stop()
