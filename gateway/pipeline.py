@@ -14,6 +14,7 @@ import time
 import orjson
 
 from gateway.apis import ClientApi
+from gateway.apis.base import UNREADABLE_ANSWER
 from gateway.auth import Authenticator
 from gateway.config import Config, ModelProvider
 from gateway.context import RequestContext
@@ -178,7 +179,7 @@ class Pipeline:
         if translate is not None:
             try:
                 body = translate(ctx.request, body, provider.model_id)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # orjson raises ValueError
+            except UNREADABLE_ANSWER as exc:
                 self.metrics.upstream_error(provider.provider, "bad_response")
                 raise BadGateway(
                     f"upstream {provider.model} sent a response that cannot be translated",

@@ -63,6 +63,11 @@ class Exchange:
     stream: Callable[[ClientRequest, str, int], StreamTranslator]
 
 
+# What a response translator raises on a provider's answer it cannot read (orjson's errors are
+# ValueErrors): the pipeline answers 502, the provider being at fault, never 500.
+UNREADABLE_ANSWER = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
 # (request, tenant) -> the request with what it continues (`context`, `continues`) filled in
 Load = Callable[[ClientRequest, str], Awaitable[ClientRequest]]
 # (request, tenant, provider that served, the whole response in the client's API)

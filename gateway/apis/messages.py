@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
 from gateway.apis.base import (
@@ -113,10 +115,16 @@ MESSAGES = ClientApi(
     },
 )
 
+def parse_count(raw: bytes, max_messages: int) -> ClientRequest:
+    """A count_tokens request is answered as one JSON object whatever its `stream` says (the
+    provider judges the field; the gateway must not wait for a stream that never comes)."""
+    return replace(parse(raw, max_messages), stream=False)
+
+
 COUNT_TOKENS = ClientApi(
     name="count_tokens",
     endpoint="count_tokens",
-    parse=parse,
+    parse=parse_count,
     error_body=error_body,
     stream_error=stream_error,
     exchanges={"anthropic": COUNT_TOKENS_EXCHANGE},

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from gateway.content import text_of
+from gateway.providers import fields
 from gateway.providers.anthropic_wire import (
     TranslationError,
     chat_usage,
@@ -173,8 +174,9 @@ def _user_blocks(content: Any, where: str, drops: list[str] | None) -> list[dict
         here = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            if part.get("text"):  # Anthropic rejects empty text blocks
-                blocks.append({"type": "text", "text": part["text"]})
+            text = fields.string(part.get("text"), f"{here}.text")
+            if text:  # Anthropic rejects empty text blocks
+                blocks.append({"type": "text", "text": text})
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), here))
         elif kind == "file":
@@ -233,9 +235,8 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
             text = part.get("text") or part.get("refusal") if isinstance(part, dict) else None
             if isinstance(text, str) and text:
                 blocks.append({"type": "text", "text": text})
-    for j, call in enumerate(message.get("tool_calls") or []):
-        here = f"{where}.tool_calls[{j}]"
-        function = call.get("function") if isinstance(call, dict) else None
+    for here, call in fields.objects(message.get("tool_calls"), f"{where}.tool_calls"):
+        function = call.get("function")
         if not isinstance(function, dict) or call.get("type", "function") != "function":
             raise TranslationError(f"{here}: only function tool calls are supported", param=here)
         arguments = tool_input(function.get("arguments"))
@@ -246,8 +247,8 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         blocks.append(
             {
                 "type": "tool_use",
-                "id": call.get("id", ""),
-                "name": function.get("name", ""),
+                "id": fields.string(call.get("id"), f"{here}.id"),
+                "name": fields.string(function.get("name"), f"{here}.function.name"),
                 "input": arguments,
             }
         )
@@ -284,22 +285,23 @@ def _max_tokens(chat: dict[str, Any]) -> int:
 
 
 def _add_tools(chat: dict[str, Any], out: dict[str, Any], drops: list[str] | None) -> None:
-    tools = chat.get("tools")
+    tools = fields.array(chat.get("tools"), "tools")
     if not tools:
         return  # Anthropic rejects tool_choice without tools
-    if not isinstance(tools, list):
-        raise TranslationError("tools: an array of tools is required", param="tools")
     converted = []
     for i, tool in enumerate(tools):
+        here = f"tools[{i}]"
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            error = TranslationError(f"tools[{i}]: only function tools are supported", param=f"tools[{i}]")
+            error = TranslationError(f"{here}: only function tools are supported", param=here)
             dropped(drops, "tool", error)
             continue
-        entry: dict[str, Any] = {"name": function.get("name", "")}
-        if function.get("description"):
-            entry["description"] = function["description"]
-        entry["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+        entry: dict[str, Any] = {"name": fields.string(function.get("name"), f"{here}.function.name")}
+        description = fields.string(function.get("description"), f"{here}.function.description")
+        if description:
+            entry["description"] = description
+        schema = fields.mapping(function.get("parameters"), f"{here}.function.parameters")
+        entry["input_schema"] = schema or {"type": "object", "properties": {}}
         converted.append(entry)
     if not converted:
         return  # every tool was dropped: tool_choice would name none
@@ -366,8 +368,9 @@ def messages_to_chat_request(
     out: dict[str, Any] = {"model": model_id, "messages": out_messages}
     if isinstance(msg.get("max_tokens"), int):
         out[max_tokens_field] = msg["max_tokens"]
-    if msg.get("stop_sequences"):
-        out["stop"] = list(msg["stop_sequences"])
+    stop = fields.array(msg.get("stop_sequences"), "stop_sequences")
+    if stop:
+        out["stop"] = [fields.string(s, f"stop_sequences[{i}]") for i, s in enumerate(stop)]
     for key in ("temperature", "top_p"):
         if isinstance(msg.get(key), int | float):
             out[key] = msg[key]
@@ -428,7 +431,7 @@ def _user_messages(content: Any, where: str, drops: list[str] | None) -> list[di
         here = f"{where}.content[{j}]"
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
+            parts.append({"type": "text", "text": fields.string(block.get("text"), f"{here}.text")})
         elif kind == "image":
             parts.append({"type": "image_url", "image_url": {"url": _source_url(block, here)}})
         elif kind == "document":
@@ -438,7 +441,7 @@ def _user_messages(content: Any, where: str, drops: list[str] | None) -> list[di
             tool_messages.append(
                 {
                     "role": "tool",
-                    "tool_call_id": block.get("tool_use_id", ""),
+                    "tool_call_id": fields.string(block.get("tool_use_id"), f"{here}.tool_use_id"),
                     "content": text_of(block.get("content")),
                 }
             )
@@ -471,11 +474,14 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
         raise TranslationError(f"{where}.content must be a string or a list", param=where)
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    for block in content:
+    for j, block in enumerate(content):
+        here = f"{where}.content[{j}]"
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(block.get("text", ""))
+            texts.append(fields.string(block.get("text"), f"{here}.text"))
         elif kind == "tool_use":
+            fields.string(block.get("id"), f"{here}.id")
+            fields.string(block.get("name"), f"{here}.name")
             tool_calls.append(tool_call_of(block))
         # thinking blocks are Anthropic-only (signed); other models cannot use them.
     if not texts and not tool_calls:
@@ -487,23 +493,24 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
 
 
 def _add_chat_tools(msg: dict[str, Any], out: dict[str, Any], drops: list[str] | None) -> None:
-    tools = msg.get("tools")
+    tools = fields.objects(msg.get("tools"), "tools")
     if not tools:
         return
     converted = []
-    for i, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else "?"
+    for here, tool in tools:
+        kind = tool.get("type")
         if kind not in (None, "custom"):
             error = TranslationError(
-                f"tools[{i}]: server tool {kind!r} is not supported by this model",
-                param=f"tools[{i}]",
+                f"{here}: server tool {kind!r} is not supported by this model", param=here
             )
             dropped(drops, "tool", error)
             continue
-        function: dict[str, Any] = {"name": tool.get("name", "")}
-        if tool.get("description"):
-            function["description"] = tool["description"]
-        function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        function: dict[str, Any] = {"name": fields.string(tool.get("name"), f"{here}.name")}
+        description = fields.string(tool.get("description"), f"{here}.description")
+        if description:
+            function["description"] = description
+        schema = fields.mapping(tool.get("input_schema"), f"{here}.input_schema")
+        function["parameters"] = schema or {"type": "object", "properties": {}}
         converted.append({"type": "function", "function": function})
     if not converted:
         return  # every tool was dropped: tool_choice would name none
@@ -513,8 +520,9 @@ def _add_chat_tools(msg: dict[str, Any], out: dict[str, Any], drops: list[str] |
     if isinstance(choice, dict):
         kind = choice.get("type")
         if kind == "tool":
-            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
-        elif kind in _CHAT_TOOL_CHOICES:
+            name = fields.string(choice.get("name"), "tool_choice.name")
+            out["tool_choice"] = {"type": "function", "function": {"name": name}}
+        elif isinstance(kind, str) and kind in _CHAT_TOOL_CHOICES:
             out["tool_choice"] = _CHAT_TOOL_CHOICES[kind]
         else:
             raise TranslationError(f"tool_choice type {kind!r} is not supported", param="tool_choice")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.providers import anthropic
-from gateway.providers.anthropic_wire import tool_call_of
+from gateway.providers.anthropic_wire import TranslationError, tool_call_of
 from gateway.providers.responses import (
     call_item,
     message_item,
@@ -35,7 +35,11 @@ def to_messages_request(
     chat.pop("response_format", None)
     chat.pop("reasoning_effort", None)
     chat.pop("parallel_tool_calls", None)
-    messages = anthropic.chat_to_messages_request(chat, model_id, drops=drops)
+    try:
+        messages = anthropic.chat_to_messages_request(chat, model_id, drops=drops)
+    except TranslationError as error:
+        # The error names a field of the chat request built here; the client sent Responses.
+        raise TranslationError(error.message, param=_client_field(error.param)) from None
     if payload.get("parallel_tool_calls") is False and isinstance(messages.get("tool_choice"), dict):
         messages["tool_choice"]["disable_parallel_tool_use"] = True
     return messages
@@ -65,6 +69,20 @@ def from_message(
         request, response_id, model, output, status,
         usage=responses_usage(prompt, _count(usage.get("output_tokens")), cached), incomplete=incomplete,
     )
+
+
+# Chat fields the Responses request's fields became (`to_chat_request`).
+_CLIENT_FIELDS = {"messages": "input", "max_tokens": "max_output_tokens", "tools": "tools",
+                  "tool_choice": "tool_choice"}
+
+
+def _client_field(param: str | None) -> str | None:
+    """The client's field a chat field came from: its top-level name (a chat message's index
+    is not its input item's, so `messages[3]...` is named as `input`)."""
+    if param is None:
+        return None
+    top = param.split("[", 1)[0].split(".", 1)[0]
+    return _CLIENT_FIELDS.get(top, top)
 
 
 def _count(value: Any) -> int:

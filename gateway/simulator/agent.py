@@ -24,6 +24,7 @@ _FILLER = (
 _ARGUMENT_PIECE = 12  # characters of tool-call JSON per streamed delta
 _EXCERPT = 48  # characters quoted from each tool result
 _MAX_DEPTH = 8  # schemas can nest (or recurse through $ref); stop somewhere
+_MAX_SIZE = 64  # the most array items or string characters an example has, whatever a schema asks
 
 
 class BadRequest(ValueError):
@@ -107,7 +108,7 @@ def plan(tools: tuple[Tool, ...]) -> list[tuple[Tool, str | None, Any]]:
     """Every call the agent will make: (tool, enum parameter or None, value), in order."""
     steps: list[tuple[Tool, str | None, Any]] = []
     for tool in tools:
-        properties = tool.schema.get("properties") or {}
+        properties = _properties(tool.schema)
         param = next((n for n, p in properties.items() if _enum(p)), None)
         if param is None:
             steps.append((tool, None, None))
@@ -135,8 +136,9 @@ def arguments(schema: JsonObject, param: str | None = None, value: Any = None) -
 
 
 def _object(schema: JsonObject, param: str | None, value: Any, depth: int) -> JsonObject:
-    properties: JsonObject = schema.get("properties") or {}
-    required: list[str] = [r for r in schema.get("required") or [] if isinstance(r, str)]
+    properties = _properties(schema)
+    listed = schema.get("required")
+    required: list[str] = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
     args: JsonObject = {}
     for name, prop in properties.items():
         if name == param:
@@ -170,13 +172,13 @@ def _example(name: str, schema: JsonObject, depth: int) -> Any:
         return None
     if kind == "array":
         items = schema.get("items")
-        count = max(1, int(_num(schema.get("minItems")) or 1))
+        count = min(max(1, int(_num(schema.get("minItems")) or 1)), _MAX_SIZE)
         if schema.get("maxItems") == 0 or depth >= _MAX_DEPTH:
             return []
         return [_example(name, items if isinstance(items, dict) else {}, depth + 1)] * count
     if kind == "object":
         return {} if depth >= _MAX_DEPTH else _object(schema, None, None, depth)
-    text = name.ljust(int(_num(schema.get("minLength")) or 0), "x")
+    text = name.ljust(min(int(_num(schema.get("minLength")) or 0), _MAX_SIZE), "x")
     max_length = schema.get("maxLength")
     return text[:max_length] if isinstance(max_length, int) else text
 
@@ -192,6 +194,13 @@ def _number(schema: JsonObject, *, integer: bool) -> int | float:
     if high is not None:
         number = min(number, high)
     return math.ceil(number) if integer else float(number)
+
+
+def _properties(schema: Any) -> JsonObject:
+    """A schema's `properties`, or none when it has no object of them (a schema the model
+    cannot read gets calls without arguments, as a lenient model would make)."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    return properties if isinstance(properties, dict) else {}
 
 
 def _num(value: Any) -> int | float | None:
