@@ -248,6 +248,18 @@ def test_arguments_validate_against_awkward_schemas() -> None:
     assert "optional" not in args and args["filter"] == {"field": "price", "asc": True}
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": [1, 2], "required": "x"},
+    {"type": "object", "properties": {"a": {"type": "array", "minItems": 10**12}}, "required": ["a"]},
+    {"type": "object", "properties": {"a": {"type": "string", "minLength": 10**12}}, "required": ["a"]},
+    {"properties": "none", "required": [5, "b"]},
+], ids=["properties a list", "huge minItems", "huge minLength", "properties a string"])
+def test_arguments_for_schemas_a_model_cannot_read_are_small_and_never_raise(schema: Any) -> None:
+    """The gateway passes schemas on as sent; the simulator, standing in for the provider,
+    must answer them rather than fall over (which the gateway would report as a 502)."""
+    assert len(json.dumps(arguments(schema))) < 1000
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_failures_raise_the_sdk_error_for_the_status(status: int) -> None:
     with serve(fail_rate=1.0, fail_status=status) as base:
