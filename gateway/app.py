@@ -128,7 +128,7 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/": {"HEAD": Reachable(), "GET": Reachable()},
     }
     admin = AffinityAdmin(store, auth, decider.lanes, config)
-    stored = StoredResponses(response_store, auth, metrics)
+    stored = StoredResponses(response_store, auth, metrics, config, upstream)
     prefixed = (
         Prefixed("/v1/affinity/", "affinity_id", {"GET": admin, "DELETE": admin}),
         Prefixed("/v1/responses/", "response_id", {"GET": stored, "DELETE": stored}),

@@ -1,30 +1,40 @@
 """GET / DELETE /v1/responses/{id} and GET /v1/responses/{id}/input_items: stored responses,
-each visible to its own tenant only (another tenant's id is not found)."""
+each visible to its own tenant only (another tenant's id is not found).
+
+A response a native provider produced is stored there too (OpenAI keeps it 30 days): a
+DELETE removes it at that provider first, and the gateway's copy only once the provider has
+(or says it never had it), so a failed delete can be retried and nothing is left behind."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import orjson
 
 from gateway.affinity.responses import ResponseStore
 from gateway.auth import Authenticator
-from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from gateway.config import Config
+from gateway.errors import BadGateway, BadRequest, GatewayError, MethodNotAllowed, NotFound
 from gateway.http import respond
 from gateway.metrics import Metrics
+from gateway.providers import openai
 from gateway.types import Receive, Scope, Send
+from gateway.upstream import UpstreamClient
 
 INPUT_ITEMS = "/input_items"
 MAX_LIMIT = 100
 
 
 class StoredResponses:
-    def __init__(self, store: ResponseStore, auth: Authenticator, metrics: Metrics) -> None:
+    def __init__(self, store: ResponseStore, auth: Authenticator, metrics: Metrics,
+                 config: Config, upstream: UpstreamClient) -> None:
         self.store = store
         self.auth = auth
         self.metrics = metrics
+        self.config = config
+        self.upstream = upstream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -48,16 +58,35 @@ class StoredResponses:
         method = scope["method"]
         if listing and method != "GET":
             raise MethodNotAllowed("Method Not Allowed", code="method_not_allowed")
-        if method == "DELETE":
-            if not await self.store.delete(tenant, response_id):
-                raise _missing(response_id)
-            return orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True})
         record = await self.store.get(tenant, response_id)
         if record is None:
             raise _missing(response_id)
+        if method == "DELETE":
+            if record.get("native"):
+                await self._delete_at_provider(record, response_id)
+            if not await self.store.delete(tenant, response_id):
+                raise _missing(response_id)  # deleted by another request meanwhile
+            return orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True})
         if not listing:
             return orjson.dumps(record["response"])
         return orjson.dumps(_page(record["input"], scope))
+
+
+    async def _delete_at_provider(self, record: dict[str, Any], response_id: str) -> None:
+        model = record.get("model")
+        provider = self.config.resolve(model) if isinstance(model, str) else None
+        if provider is None:
+            return  # no longer configured: nowhere to send it, and nothing the gateway can do
+        url = f"{provider.api_base}/responses/{quote(response_id, safe='')}"
+        response = await self.upstream.request("DELETE", url, openai.request_headers(provider))
+        async with response:
+            status = response.status
+        if status >= 300 and status != 404:  # 404: the provider no longer holds it either
+            raise BadGateway(
+                f"provider {provider.model} answered {status} to deleting response {response_id!r}; "
+                "the gateway kept its copy, so the delete can be retried",
+                reason="delete_failed", code="upstream_delete_failed",
+            )
 
 
 def _missing(response_id: str) -> NotFound:

@@ -111,6 +111,11 @@ class Simulator:
                 await _respond(send, 200, anthropic.count_tokens(parsed))
             except BadRequest as exc:
                 await _respond(send, 400, anthropic.error(400, exc.message, exc.param))
+        elif path.startswith("/v1/responses/") and method == "DELETE":
+            # Stateless: every id is one it "had", as the provider the gateway forwards deletes to.
+            response_id = path.removeprefix("/v1/responses/")
+            deleted = {"id": response_id, "object": "response.deleted", "deleted": True}
+            await _respond(send, 200, orjson.dumps(deleted))
         elif path == "/v1/models" and method == "GET":
             await _respond(send, 200, _MODELS)
         elif path == "/healthz" and method == "GET":

@@ -44,7 +44,7 @@ class Target:
     tunnel: bool  # TLS through the proxy's CONNECT tunnel (else plain HTTP in absolute form)
 
     @classmethod
-    def parse(cls, url: str, proxies: Proxies, agent: str) -> Target:
+    def parse(cls, url: str, proxies: Proxies, agent: str, method: str = "POST") -> Target:
         parts = urlsplit(url)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -61,7 +61,7 @@ class Target:
             if proxy.authorization:
                 extra = f"proxy-authorization: {proxy.authorization}\r\n"
         # identity: bodies pass through to clients and are scanned for usage, so never compressed
-        head = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: {agent}\r\n"
+        head = (f"{method} {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: {agent}\r\n"
                 f"accept-encoding: identity\r\n{extra}")
         return cls((parts.scheme, parts.hostname, port), head, proxy, tunnel)
 
@@ -200,14 +200,22 @@ class UpstreamClient:
             self._pool = None
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
-        """Send a request and wait for the status line and headers."""
-        pool = self._pool
-        if pool is None:
-            raise RuntimeError("UpstreamClient used before open()")
+        """Send a POST and wait for the status line and headers."""
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = Target.parse(url, self._proxies, self._agent)
-        data = request_bytes(target, headers, body)
+        return await self._send(target, request_bytes(target, headers, body))
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str]) -> UpstreamResponse:
+        """Send a request without a body (a DELETE of what a provider stores): the same pools,
+        limits and resend rule as `post`; its targets are not cached (such calls are rare)."""
+        target = Target.parse(url, self._proxies, self._agent, method)
+        return await self._send(target, request_bytes(target, headers, b""))
+
+    async def _send(self, target: Target, data: bytes) -> UpstreamResponse:
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("UpstreamClient used before open()")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout
         resent = False

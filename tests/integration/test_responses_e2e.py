@@ -13,7 +13,7 @@ import pytest
 from openai.types.responses import Response, ResponseItem
 from pydantic import TypeAdapter
 
-from tests.support import RedisServer, ThreadServer, gateway
+from tests.support import RedisServer, ThreadServer, free_port, gateway
 
 NATIVE, TRANSLATED, ANTHROPIC = "openai/gpt-4o-mini", "vllm/coder", "anthropic/claude-sonnet-4"
 MODELS = (NATIVE, TRANSLATED, ANTHROPIC)
@@ -203,6 +203,44 @@ def test_delete_then_retrieve_and_follow_up_are_404(replicas: tuple[ThreadServer
         two.responses.create(model=TRANSLATED, input="again", previous_response_id=response.id)
     assert caught.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
     assert two.responses.create(model=TRANSLATED, input="still fine").status == "completed"
+
+
+def test_deleting_a_native_response_deletes_it_at_the_provider_first(
+    replicas: tuple[ThreadServer, ThreadServer], simulator: ThreadServer
+) -> None:
+    one, two = client(replicas[0]), client(replicas[1])
+    native = one.responses.create(model=NATIVE, input="hello")
+    translated = one.responses.create(model=TRANSLATED, input="hello")
+    clear(simulator)
+    two.responses.delete(native.id)
+    two.responses.delete(translated.id)  # the gateway's own: no provider holds it
+    deletes = [r for r in upstream_requests(simulator) if r["method"] == "DELETE"]
+    assert [r["path"] for r in deletes] == [f"/v1/responses/{native.id}"]
+    assert deletes[0]["headers"]["authorization"] == "Bearer sk-provider-secret-1"
+    for gone in (native.id, translated.id):
+        with pytest.raises(openai.NotFoundError):
+            one.responses.retrieve(gone)
+
+
+def test_a_delete_the_provider_fails_keeps_the_gateways_copy(
+    simulator: ThreadServer, redis_url: str
+) -> None:
+    """Nothing left behind at the provider: the gateway forgets a response only once its
+    provider has; until then the delete fails clearly and can be retried."""
+    config = responses_config(simulator.url, redis_url)
+    with gateway(config) as server:
+        response = client(server).responses.create(model=NATIVE, input="hello")
+    unreachable = responses_config(f"http://127.0.0.1:{free_port()}", redis_url)
+    with gateway(unreachable) as server:
+        with pytest.raises(openai.APIStatusError) as failed:
+            client(server).responses.delete(response.id)
+        assert failed.value.status_code in (502, 503)
+        assert "sk-provider" not in failed.value.response.text
+        assert client(server).responses.retrieve(response.id).id == response.id
+    with gateway(config) as server:
+        client(server).responses.delete(response.id)
+        with pytest.raises(openai.NotFoundError):
+            client(server).responses.retrieve(response.id)
 
 
 def test_store_false_is_not_kept(replicas: tuple[ThreadServer, ThreadServer]) -> None:

@@ -126,6 +126,23 @@ def test_requests_share_one_kept_alive_connection_and_say_what_they_send(runner:
     runner(main())
 
 
+def test_a_bodyless_request_names_its_method_and_shares_the_posts_connection(runner: Runner) -> None:
+    async def main() -> None:
+        async with Scripted(reply(OK)) as server:
+            upstream = await opened()
+            async with await upstream.request("DELETE", server.url("/v1/responses/resp_1"), {}) as deleted:
+                assert deleted.status == 200 and await deleted.read() == b'{"ok":true}'
+            async with await upstream.post(server.url(), {}, BODY) as posted:
+                assert await posted.read() == b'{"ok":true}'
+            await upstream.close()
+        assert server.connections == 1
+        first, second = (request.split(b"\r\n")[0] for request in server.requests)
+        assert first == b"DELETE /v1/responses/resp_1 HTTP/1.1"
+        assert second == b"POST /v1/chat/completions HTTP/1.1"
+        assert b"Content-Length: 0" in server.requests[0]
+    runner(main())
+
+
 def test_a_chunked_stream_arrives_as_it_is_sent_and_the_connection_is_kept(runner: Runner) -> None:
     async def main() -> None:
         first_seen = asyncio.Event()
