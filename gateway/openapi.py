@@ -242,11 +242,13 @@ def openapi_document(config: Config) -> dict[str, Any]:
                               "schema": {"type": "string"}}
     stored_ops: Schema = {
         method: {"summary": summary, "parameters": [response_param],
-                 "responses": {"200": _ok(summary, schema), **_errors("Error", "401", "404", "503")}}
-        for method, summary, schema in (
+                 "responses": {"200": _ok(summary, schema), **_errors("Error", "401", "404", *failures)}}
+        for method, summary, schema, failures in (
             # `{response_id}/input_items` lists the stored input items (OpenAI's list shape).
-            ("get", "A stored response (append /input_items for its input items)", "Response"),
-            ("delete", "Delete a stored response", "Response"),
+            ("get", "A stored response (append /input_items for its input items)", "Response", ("503",)),
+            # A native provider's response is deleted there first: its failures are the delete's.
+            ("delete", "Delete a stored response (at its native provider too)", "Response",
+             ("502", "503", "504")),
         )
     }
     document: dict[str, Any] = {
