@@ -115,6 +115,7 @@ MESSAGES = ClientApi(
     },
 )
 
+
 def parse_count(raw: bytes, max_messages: int) -> ClientRequest:
     """A count_tokens request is answered as one JSON object whatever its `stream` says (the
     provider judges the field; the gateway must not wait for a stream that never comes)."""

@@ -43,15 +43,6 @@ def string(value: Any, where: str, default: str = "") -> str:
     return value
 
 
-def number(value: Any, where: str) -> float | int | None:
-    """A JSON number (not a boolean), or None for absent/null."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise wrong_type(where, "a number")
-    return value
-
-
 def objects(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     """A list of objects with their paths (`where[i]`); an element that is not one is a 400."""
     out = []

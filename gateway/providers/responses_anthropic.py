@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.errors import BadRequest
 from gateway.providers import anthropic
 from gateway.providers.anthropic_wire import TranslationError, tool_call_of
 from gateway.providers.responses import (
@@ -37,9 +38,11 @@ def to_messages_request(
     chat.pop("parallel_tool_calls", None)
     try:
         messages = anthropic.chat_to_messages_request(chat, model_id, drops=drops)
-    except TranslationError as error:
-        # The error names a field of the chat request built here; the client sent Responses.
-        raise TranslationError(error.message, param=_client_field(error.param)) from None
+    except BadRequest as error:
+        # It names a field of the chat request built here in memory; the client sent Responses.
+        field = _client_field(error.param)
+        where = f" (in `{field}`, as translated for an Anthropic model)" if field else ""
+        raise TranslationError(error.message + where, param=field, code=error.code) from None
     if payload.get("parallel_tool_calls") is False and isinstance(messages.get("tool_choice"), dict):
         messages["tool_choice"]["disable_parallel_tool_use"] = True
     return messages
