@@ -13,7 +13,7 @@ import pytest
 from openai.types.responses import Response, ResponseItem
 from pydantic import TypeAdapter
 
-from tests.support import RedisServer, ThreadServer, free_port, gateway
+from tests.support import RedisServer, ThreadServer, answer_lifespan, free_port, gateway, read_all, serve
 
 NATIVE, TRANSLATED, ANTHROPIC = "openai/gpt-4o-mini", "vllm/coder", "anthropic/claude-sonnet-4"
 MODELS = (NATIVE, TRANSLATED, ANTHROPIC)
@@ -241,6 +241,37 @@ def test_a_delete_the_provider_fails_keeps_the_gateways_copy(
         client(server).responses.delete(response.id)
         with pytest.raises(openai.NotFoundError):
             client(server).responses.retrieve(response.id)
+
+
+def test_a_provider_refusing_the_delete_keeps_the_copy_and_its_404_completes_it(
+    simulator: ThreadServer, redis_url: str
+) -> None:
+    answers: list[int] = []  # the statuses the provider gives DELETEs, in turn
+
+    async def provider(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        await read_all(receive)
+        status = answers.pop(0)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"error": {"message": "no"}}'})
+
+    config = responses_config(simulator.url, redis_url)
+    with gateway(config) as server:
+        response = client(server).responses.create(model=NATIVE, input="hello")
+    with serve(provider) as refusing, gateway(responses_config(refusing.url, redis_url)) as server:
+        answers.extend([500, 404])
+        with pytest.raises(openai.APIStatusError) as failed:
+            client(server).responses.delete(response.id)
+        assert failed.value.status_code == 502
+        assert failed.value.body["code"] == "upstream_delete_failed"  # type: ignore[index]
+        assert client(server).responses.retrieve(response.id).id == response.id
+        client(server).responses.delete(response.id)  # the provider has it no more: done
+        with pytest.raises(openai.NotFoundError):
+            client(server).responses.retrieve(response.id)
+        assert answers == []
 
 
 def test_store_false_is_not_kept(replicas: tuple[ThreadServer, ThreadServer]) -> None:
