@@ -65,14 +65,25 @@ def hosted_tool_error(kind: str, where: str) -> BadRequest:
 # --- request: Responses -> Chat Completions ------------------------------------------------------
 
 
-def to_chat_messages(items: list[dict[str, Any]], instructions: Any) -> list[dict[str, Any]]:
+def _chat_file(part: dict[str, Any]) -> dict[str, Any] | None:
+    """An `input_file` part as a chat `file` part: inline data or a file id, with its name.
+    None for one given by URL only (chat has no place for it)."""
+    file = {key: part[key] for key in ("file_data", "file_id", "filename") if isinstance(part.get(key), str)}
+    return file if "file_data" in file or "file_id" in file else None
+
+
+def to_chat_messages(
+    items: list[dict[str, Any]], instructions: Any, drops: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Input items as chat messages; a content part chat has no place for is left out and
+    named in `drops` (`content_part`)."""
     messages: list[dict[str, Any]] = []
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     for item in items:
         kind = item_kind(item)
         if kind == "message":
-            _add_message(messages, item)
+            _add_message(messages, item, drops)
         elif kind in ("function_call", "custom_tool_call"):
             arguments = (item.get("arguments") or "{}") if kind == "function_call" else custom_arguments(
                 item.get("input"))
@@ -93,7 +104,7 @@ def to_chat_messages(items: list[dict[str, Any]], instructions: Any) -> list[dic
     return messages
 
 
-def _add_message(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:
+def _add_message(messages: list[dict[str, Any]], item: dict[str, Any], drops: list[str] | None) -> None:
     role = item.get("role", "user")
     content = item.get("content")
     if role == "assistant":
@@ -114,13 +125,19 @@ def _add_message(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:
             url = part.get("image_url")
             if not isinstance(url, str):
                 logger.warning("an input_image without image_url (file_id) cannot be translated; dropped")
+                if drops is not None:
+                    drops.append("content_part")
                 continue
             image: dict[str, Any] = {"url": url}
             if part.get("detail") in ("low", "high", "auto"):
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file" and (file := _chat_file(part)):
+            parts.append({"type": "file", "file": file})
         else:
             logger.warning("a %s content part has no Chat Completions equivalent; dropped", kind)
+            if drops is not None:
+                drops.append("content_part")
     if chat_role == "system":
         messages.append({"role": "system", "content": "\n".join(p.get("text", "") for p in parts)})
     elif parts and all(p["type"] == "text" for p in parts):
@@ -174,7 +191,7 @@ def to_chat_request(
     payload: dict[str, Any], items: list[dict[str, Any]], model_id: str, drops: list[str] | None = None
 ) -> dict[str, Any]:
     """A Responses request (its input already expanded with any stored context) -> chat."""
-    messages = to_chat_messages(items, payload.get("instructions"))
+    messages = to_chat_messages(items, payload.get("instructions"), drops)
     chat: dict[str, Any] = {"model": model_id, "messages": messages}
     tools = to_chat_tools(payload, items, drops)
     if tools:

@@ -21,7 +21,9 @@ from tests.integration.test_responses_e2e import (
     NATIVE,
     TRANSLATED,
     WEATHER,
+    clear,
     responses_config,
+    upstream_requests,
 )
 from tests.support import ThreadServer, gateway
 
@@ -165,6 +167,37 @@ def test_hosted_tools_offered_to_a_translated_model_are_left_out_and_counted(
         timeout=10)
     assert raw.status_code == 200, raw.text
     assert dropped() == before + 2
+
+
+@pytest.mark.parametrize("model", [TRANSLATED, ANTHROPIC])
+def test_file_parts_translate_and_parts_with_no_place_are_counted(
+    server: ThreadServer, simulator: ThreadServer, model: str
+) -> None:
+    """An input_file with inline data reaches a chat model as a `file` part and an Anthropic
+    one as a `document`; one given only by URL has no place there: left out and counted."""
+    def dropped() -> float:
+        for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+            if line.startswith('gateway_translation_drops_total{api="responses",what="content_part"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    pdf = "data:application/pdf;base64,JVBERi0xLjQ="
+    before = dropped()
+    clear(simulator)
+    content = [{"type": "input_text", "text": "summarise"},
+               {"type": "input_file", "file_data": pdf, "filename": "a.pdf"},
+               {"type": "input_file", "file_url": "https://example.com/a.pdf"}]
+    raw = httpx.post(f"{server.url}/v1/responses", json={
+        "model": model, "input": [{"role": "user", "content": content}]}, timeout=10)
+    assert raw.status_code == 200, raw.text
+    assert dropped() == before + 1
+    sent = upstream_requests(simulator)[-1]["body"]["messages"][-1]["content"]
+    if model == TRANSLATED:
+        assert sent[1] == {"type": "file", "file": {"file_data": pdf, "filename": "a.pdf"}}
+    else:
+        assert sent[1] == {"type": "document", "source": {
+            "type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQ="}}
+    assert len(sent) == 2
 
 
 def test_a_hosted_tool_forced_by_tool_choice_is_a_400_naming_it(server: ThreadServer) -> None:
