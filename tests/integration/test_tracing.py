@@ -201,8 +201,7 @@ def test_an_unreachable_collector_fails_no_request_and_its_lost_spans_are_counte
     config = traced(simulator.url, nowhere, export_timeout_ms=300, max_queue_size=2)
     with gateway(config) as replica:
         api = client(replica)
-        for turn in range(6):
-            api.chat.completions.create(model="fast", messages=[{"role": "user", "content": str(turn)}])
+        served = 0
 
         def dropped() -> dict[str, float]:
             text = httpx.get(f"{replica.url}/metrics").text
@@ -210,9 +209,19 @@ def test_an_unreachable_collector_fails_no_request_and_its_lost_spans_are_counte
                     for line in text.splitlines()
                     if line.startswith(f'gateway_trace_spans_dropped_total{{reason="{reason}"}}')}
 
-        counts = wait_for(lambda: len(found := dropped()) == 2 and all(found.values()) and found,
+        def both_reasons_after_another_request() -> dict[str, float] | None:
+            # How many spans the full queue refuses and how many fail to export depends on
+            # the export thread's pace (a loaded machine's): requests go on until both show.
+            nonlocal served
+            api.chat.completions.create(model="fast", messages=[{"role": "user", "content": str(served)}])
+            served += 1
+            found = dropped()
+            return found if len(found) == 2 and all(found.values()) else None
+
+        counts = wait_for(both_reasons_after_another_request, timeout=30,
                           message="dropped spans were not counted")
-        assert counts["queue_full"] + counts["export_failed"] <= 6 * 3  # each request's spans, once
+        # each request's spans (three) counted once at most
+        assert counts["queue_full"] + counts["export_failed"] <= served * 3
 
 
 def test_a_replica_stops_in_time_while_its_collector_is_down(simulator: ThreadServer) -> None:
