@@ -86,11 +86,30 @@ def full_config() -> dict[str, Any]:
 
 
 def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON-like value (the root, `()`, not included)."""
     found = [prefix] if prefix else []
     children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in children:
         found += paths(value, (*prefix, key))
     return found
+
+
+def mutate(data: Any, path: tuple[Any, ...], value: Any, how: str) -> Any:
+    """A copy of `data` with the node at `path` replaced by `value`, deleted, or (`unknown
+    key`, on an object) given an extra key; an empty path replaces the whole."""
+    if not path:
+        return value
+    data = copy.deepcopy(data)
+    parent = data
+    for key in path[:-1]:
+        parent = parent[key]
+    if how == "delete":
+        del parent[path[-1]]
+    elif how == "unknown key" and isinstance(parent[path[-1]], dict):
+        parent[path[-1]]["surprise"] = value
+    else:
+        parent[path[-1]] = value
+    return data
 
 
 FULL = full_config()
@@ -123,17 +142,7 @@ def test_arbitrary_data_raises_only_config_error(data: Any) -> None:
 def test_mutated_valid_configs_raise_only_config_error(
     path: tuple[Any, ...], value: Any, how: str
 ) -> None:
-    data = copy.deepcopy(FULL)
-    parent = data
-    for key in path[:-1]:
-        parent = parent[key]
-    if how == "delete":
-        del parent[path[-1]]
-    elif how == "unknown key" and isinstance(parent[path[-1]], dict):
-        parent[path[-1]]["surprise"] = value
-    else:
-        parent[path[-1]] = value
-    parse_only_config_errors(data)
+    parse_only_config_errors(mutate(FULL, path, value, how))
 
 
 @settings(FUZZ, max_examples=60)

@@ -12,7 +12,6 @@ mutations through a real replica to the simulator.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -26,7 +25,7 @@ from gateway.apis.base import UNREADABLE_ANSWER
 from gateway.apis.responses import EXCHANGES as RESPONSES_EXCHANGES
 from gateway.apis.responses import parse as parse_responses
 from gateway.errors import BadRequest
-from tests.unit.test_fuzz import FUZZ, json_value
+from tests.unit.test_fuzz import FUZZ, json_value, mutate, paths
 
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
 PDF = "data:application/pdf;base64,JVBE"
@@ -142,36 +141,10 @@ MESSAGE_RESPONSE: dict[str, Any] = {
 }
 
 
-def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path into a JSON value, the root included."""
-    found = [prefix]
-    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in children:
-        found += paths(value, (*prefix, key))
-    return found
-
-
-def mutate(body: dict[str, Any], path: tuple[Any, ...], value: Any, how: str) -> Any:
-    """`body` with the node at `path` replaced by `value`, deleted, or given an extra key."""
-    if not path:
-        return value
-    data = copy.deepcopy(body)
-    parent = data
-    for key in path[:-1]:
-        parent = parent[key]
-    if how == "delete":
-        del parent[path[-1]]
-    elif how == "extra key" and isinstance(parent[path[-1]], dict):
-        parent[path[-1]]["surprise"] = value
-    else:
-        parent[path[-1]] = value
-    return data
-
-
 def mutations(body: dict[str, Any]) -> st.SearchStrategy[Any]:
     """One or two fields of `body` given any JSON value (or taken away)."""
-    one = st.tuples(st.sampled_from(paths(body)), json_value,
-                    st.sampled_from(["replace", "replace", "delete", "extra key"]))
+    one = st.tuples(st.sampled_from([(), *paths(body)]), json_value,
+                    st.sampled_from(["replace", "replace", "delete", "unknown key"]))
 
     def apply(changes: list[tuple[tuple[Any, ...], Any, str]]) -> Any:
         data: Any = body
