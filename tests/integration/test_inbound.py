@@ -229,8 +229,15 @@ def test_serve_with_workers_enforces_the_limits_in_every_worker(tmp_path: Path, 
             sock.sendall(HEAD + b"X-Pad: " + b"p" * 5000)
             status, _, body = response(until_closed(sock))
             assert (status, body["error"]["code"]) == (431, "headers_too_large")
+        pid = served.process.pid
+        # two workers (and multiprocessing's resource tracker)
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        assert len(children) >= 2
     finally:
         served.stop()
+    # they went with their supervisor (they once outlived the test run)
+    wait_for(lambda: not any(Path(f"/proc/{child}").exists() for child in children),
+             message="serve's workers outlived it")
 
 
 FLOOD_SECONDS = 3.0
