@@ -16,7 +16,7 @@ import orjson
 from gateway.apis import ClientApi
 from gateway.apis.base import UNREADABLE_ANSWER
 from gateway.auth import Authenticator
-from gateway.config import Config, ModelProvider
+from gateway.config import Config
 from gateway.context import RequestContext
 from gateway.decider import Decider, Plan
 from gateway.dispatch import Dispatcher, Served
@@ -176,6 +176,9 @@ class Pipeline:
         self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - started)
         translate = served.exchange.response_body
         assert ctx.request is not None
+        # Counted from the provider's own answer: a translation carries the same counts, and
+        # the untranslated body is the smaller one to read.
+        ctx.usage = usage_of(body)
         if translate is not None:
             try:
                 body = translate(ctx.request, body, provider.model_id)
@@ -185,10 +188,9 @@ class Pipeline:
                     f"upstream {provider.model} sent a response that cannot be translated",
                     reason="bad_response", code="upstream_bad_response",
                 ) from exc
-        ctx.usage = usage_of(body)
         self._count_usage(ctx, provider.model)
         if ctx.api.save is not None:
-            await self._save(ctx, provider, body)
+            await ctx.api.save(ctx.request, ctx.tenant or "", provider, body)
         ctx.status = 200
         ctx.responding = True
         self._record(ctx)
@@ -271,15 +273,6 @@ class Pipeline:
             served.response.close()  # a client that left closes the upstream request too
         if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
             raise pumping.exception()  # type: ignore[misc]
-
-    async def _save(self, ctx: RequestContext, provider: ModelProvider, body: bytes) -> None:
-        assert ctx.api.save is not None and ctx.request is not None
-        try:
-            response = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return  # a native provider's odd answer: passed on, not kept
-        if isinstance(response, dict):
-            await ctx.api.save(ctx.request, ctx.tenant or "", provider, response)
 
     async def decision(self, scope: Scope, receive: Receive, send: Send, api: ClientApi) -> None:
         """The routing decision only (Plano's /routing endpoints): no provider is called."""

@@ -101,14 +101,19 @@ def _int(value: Any) -> int:
 
 
 def counts_of(usage: dict[str, Any]) -> dict[str, int]:
-    """One `usage` object of either API as the gateway's three counts."""
-    if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI
+    """One `usage` object of any client API as the gateway's three counts."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI Chat Completions
         details = usage.get("prompt_tokens_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
         return {"prompt_tokens": _int(usage.get("prompt_tokens")),
                 "completion_tokens": _int(usage.get("completion_tokens")),
                 "cached_prompt_tokens": cached}
-    cached = _int(usage.get("cache_read_input_tokens"))
+    details = usage.get("input_tokens_details")
+    if isinstance(details, dict):  # OpenAI Responses: its input_tokens include the cached ones
+        return {"prompt_tokens": _int(usage.get("input_tokens")),
+                "completion_tokens": _int(usage.get("output_tokens")),
+                "cached_prompt_tokens": _int(details.get("cached_tokens"))}
+    cached = _int(usage.get("cache_read_input_tokens"))  # Anthropic: input_tokens exclude them
     prompt = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + cached
     return {"prompt_tokens": prompt, "completion_tokens": _int(usage.get("output_tokens")),
             "cached_prompt_tokens": cached}

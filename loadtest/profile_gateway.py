@@ -2,9 +2,11 @@
 into the venv yourself, `pip install py-spy`).
 
 Same set-up as `make bench` (server core / load core, canned upstream, private Redis), then
-16 connections of pinned (PROFILE_MODE=on, default), unpinned (off) or streamed (stream)
-requests while py-spy samples the worker. Writes a flame graph and the collapsed stacks under
-loadtest/results/ and prints the hottest functions by self and by inclusive time.
+16 connections of pinned (PROFILE_MODE=on, default), unpinned (off), streamed (stream) or
+Responses API requests translated to chat (responses: the bench's row; coder: the same model
+over chat, to set beside it) while py-spy samples the worker. Writes a flame graph and the
+collapsed stacks under loadtest/results/ and prints the hottest functions by self and by
+inclusive time.
 
     .venv/bin/python loadtest/profile_gateway.py
 """
@@ -19,7 +21,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import CODER_CHAT, CODER_RESPONSES
 from stack import RESULTS, Stack, exit_on_sigterm, free_port, gateway_config
 
 HERE = Path(__file__).resolve().parent
@@ -93,6 +98,11 @@ def main() -> int:
         url, gateway = stack.gateway("gateway", config, "0")
         load = [sys.executable, str(HERE / "loadgen.py"), "--url", f"{url}/v1/chat/completions",
                 "--connections", "16"]
+        if mode == "responses":
+            load = [sys.executable, str(HERE / "loadgen.py"), "--url", f"{url}/v1/responses",
+                    "--connections", "16", "--body", orjson.dumps(CODER_RESPONSES).decode()]
+        elif mode == "coder":  # the same model over chat completions, to set beside it
+            load += ["--body", orjson.dumps(CODER_CHAT).decode()]
         if mode in ("on", "stream"):
             load += ["--affinity", "1000"]
             subprocess.run(["taskset", "-c", "1", *load, "--requests-per-connection", "63",

@@ -70,8 +70,9 @@ UNREADABLE_ANSWER = (ValueError, TypeError, KeyError, AttributeError, IndexError
 
 # (request, tenant) -> the request with what it continues (`context`, `continues`) filled in
 Load = Callable[[ClientRequest, str], Awaitable[ClientRequest]]
-# (request, tenant, provider that served, the whole response in the client's API)
-Save = Callable[[ClientRequest, str, ModelProvider, dict[str, Any]], Awaitable[None]]
+# (request, tenant, provider that served, the whole response in the client's API: parsed, or
+# its bytes, parsed only if it is to be kept)
+Save = Callable[[ClientRequest, str, ModelProvider, dict[str, Any] | bytes], Awaitable[None]]
 
 
 def by_interface(provider: ModelProvider) -> str:

@@ -201,9 +201,12 @@ class ResponseState:
         return replace(request, context=context, continues=(record["model"], record.get("route")))
 
     async def save(
-        self, request: ClientRequest, tenant: str, provider: ModelProvider, response: dict[str, Any]
+        self, request: ClientRequest, tenant: str, provider: ModelProvider, answer: dict[str, Any] | bytes
     ) -> None:
-        if request.payload.get("store") is False or response.get("status") not in STORED:
+        if request.payload.get("store") is False:
+            return  # before parsing: Codex sends store false on every request
+        response = answer if isinstance(answer, dict) else _parsed(answer)
+        if response is None or response.get("status") not in STORED:
             return
         response_id = response.get("id")
         if not isinstance(response_id, str):
@@ -215,6 +218,14 @@ class ResponseState:
             await self.store.put(tenant, response_id, record)
         except Exception:  # the response was served; only its follow-ups will miss it
             logger.warning("storing response %s failed", response_id[:16], exc_info=True)
+
+
+def _parsed(body: bytes) -> dict[str, Any] | None:
+    try:
+        response = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # a native provider's odd answer: passed on, not kept
+    return response if isinstance(response, dict) else None
 
 
 ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",

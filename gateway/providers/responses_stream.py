@@ -31,6 +31,7 @@ from gateway.providers.responses import (
 )
 from gateway.providers.responses_tools import call_shapes, custom_call_item, custom_input, with_namespace
 from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
+from gateway.usage import counts_of
 
 _TRUNCATED = "the upstream ended the stream before the response was complete"
 _BAD_SHAPE = "the upstream sent an event of an unexpected shape"
@@ -245,7 +246,7 @@ class _Assembler:
     def _finish(self, finish_reason: str | None, usage: dict[str, Any] | None) -> bytes:
         self._done = True
         if usage is not None:
-            self.usage = {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"]}
+            self.usage = counts_of(usage)
         return self.events.finish(finish_reason, usage)
 
 
@@ -408,9 +409,8 @@ class NativeResponsesStream:
         if kind in ("response.completed", "response.incomplete") and isinstance(data.get("response"), dict):
             self._ended = True
             self.final = data["response"]
-            usage = self.final.get("usage") or {}
-            self.usage = {"prompt_tokens": _count(usage.get("input_tokens")),
-                          "completion_tokens": _count(usage.get("output_tokens"))}
+            usage = self.final.get("usage")
+            self.usage = counts_of(usage if isinstance(usage, dict) else {})
 
     def close(self) -> bytes:
         for event in self._decoder.flush():

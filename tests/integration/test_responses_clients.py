@@ -200,6 +200,29 @@ def test_file_parts_translate_and_parts_with_no_place_are_counted(
     assert len(sent) == 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", [TRANSLATED, ANTHROPIC])
+def test_cached_prompt_tokens_of_a_translated_response_are_counted(
+    server: ThreadServer, model: str, stream: bool
+) -> None:
+    """The provider's cache reads reach gateway_tokens_total whatever shape the client reads."""
+    def cached() -> float:
+        wanted = f'gateway_tokens_total{{kind="cached_prompt",model="{model}"}}'
+        for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+            if line.startswith(wanted):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = cached()
+    history: list[Any] = [{"role": "user", "content": f"a long shared prompt {model} {stream} " * 40}]
+    for _ in range(2):
+        raw = httpx.post(f"{server.url}/v1/responses", json={
+            "model": model, "input": history, "store": False, "stream": stream}, timeout=10)
+        assert raw.status_code == 200, raw.text
+        history += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    assert cached() > before  # the second turn read the first one's prefix
+
+
 def test_a_hosted_tool_forced_by_tool_choice_is_a_400_naming_it(server: ThreadServer) -> None:
     raw = httpx.post(f"{server.url}/v1/responses", json={
         "model": TRANSLATED, "input": "x", "tools": [WEATHER], "tool_choice": {"type": "web_search"}},

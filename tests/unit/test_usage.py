@@ -58,6 +58,10 @@ def test_a_stream_without_usage_reports_none() -> None:
          {"prompt_tokens": 3, "completion_tokens": 4, "cached_prompt_tokens": 2}),
         ({"usage": {"input_tokens": 5, "output_tokens": 6, "cache_read_input_tokens": 7}},
          {"prompt_tokens": 12, "completion_tokens": 6, "cached_prompt_tokens": 7}),
+        # the Responses API: input_tokens already include the cached ones
+        ({"object": "response", "usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11,
+                                          "input_tokens_details": {"cached_tokens": 4}}},
+         {"prompt_tokens": 9, "completion_tokens": 2, "cached_prompt_tokens": 4}),
         ({"usage": {"prompt_tokens": True, "completion_tokens": 2.5}},
          {"prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}),
         ({"choices": []}, None),
