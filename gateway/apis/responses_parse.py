@@ -5,6 +5,7 @@ error envelope the Responses API uses. Fields the gateway does not know pass on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import BadRequest
@@ -44,38 +45,59 @@ def optional(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], w
 
 def validate(payload: dict[str, Any], max_items: int) -> None:
     _input(payload, max_items)
-    optional(payload, "instructions", str, "a string")
-    optional(payload, "previous_response_id", str, "a string")
-    optional(payload, "prompt_cache_key", str, "a string")
-    optional(payload, "user", str, "a string")
-    for key in ("parallel_tool_calls", "store", "background"):
-        optional(payload, key, bool, "a boolean")
-    if payload.get("background") is True:
+    for key in payload:  # what was sent, not every field there is: a request carries a few
+        simple = _SIMPLE.get(key)
+        if simple is not None:
+            optional(payload, key, *simple)
+        else:
+            check = _CHECKS.get(key)
+            if check is not None:
+                check(payload)
+
+
+def _background(payload: dict[str, Any]) -> None:
+    optional(payload, "background", bool, "a boolean")
+    if payload["background"] is True:
         raise bad("background", "background responses are not supported by the gateway", "unsupported_value")
-    for key, top in (("temperature", 2.0), ("top_p", 1.0)):
-        value = payload.get(key)
+
+
+def _ranged(key: str, top: float) -> Callable[[dict[str, Any]], None]:
+    def check(payload: dict[str, Any]) -> None:
+        value = payload[key]
         if value is not None and (not _is_number(value) or not 0 <= value <= top):
             raise bad(key, f"must be a number between 0 and {top:g}")
-    tokens = payload.get("max_output_tokens")
+    return check
+
+
+def _max_output_tokens(payload: dict[str, Any]) -> None:
+    tokens = payload["max_output_tokens"]
     if tokens is not None and (not _is_int(tokens) or tokens < 1):
         raise bad("max_output_tokens", "must be a positive integer")
+
+
+def _metadata(payload: dict[str, Any]) -> None:
     metadata = optional(payload, "metadata", dict, "an object")
-    if metadata is not None:
-        if len(metadata) > 16:
-            raise bad("metadata", "may hold at most 16 keys", "invalid_value")
-        for name, value in metadata.items():
-            if not isinstance(value, str) or len(name) > 64 or len(value) > 512:
-                raise bad(f"metadata.{name}", "values must be strings of at most 512 characters")
+    if metadata is None:
+        return
+    if len(metadata) > 16:
+        raise bad("metadata", "may hold at most 16 keys", "invalid_value")
+    for name, value in metadata.items():
+        if not isinstance(value, str) or len(name) > 64 or len(value) > 512:
+            raise bad(f"metadata.{name}", "values must be strings of at most 512 characters")
+
+
+def _include(payload: dict[str, Any]) -> None:
     include = optional(payload, "include", list, "an array of strings")
     if include is not None and not all(isinstance(i, str) for i in include):
         raise bad("include", "must be an array of strings")
+
+
+def _reasoning(payload: dict[str, Any]) -> None:
     reasoning = optional(payload, "reasoning", dict, "an object")
     if reasoning is not None:
         for key in ("effort", "summary"):
             if reasoning.get(key) is not None and not isinstance(reasoning[key], str):
                 raise bad(f"reasoning.{key}", "must be a string")
-    _text(payload)
-    _tools(payload)
 
 
 def _input(payload: dict[str, Any], max_items: int) -> None:
@@ -175,7 +197,10 @@ def _text(payload: dict[str, Any]) -> None:
 def _tools(payload: dict[str, Any]) -> None:
     tools = optional(payload, "tools", list, "an array of tools")
     _tool_list(tools or [], "tools")
-    choice = payload.get("tool_choice")
+
+
+def _tool_choice(payload: dict[str, Any]) -> None:
+    choice = payload["tool_choice"]
     if choice is None:
         return
     if isinstance(choice, str):
@@ -210,3 +235,17 @@ def _tool_list(tools: list[Any], at: str, nested: bool = False) -> None:
             if not isinstance(tool.get("tools"), list):
                 raise bad(f"{where}.tools", "must be an array of tools")
             _tool_list(tool["tools"], f"{where}.tools", nested=True)
+
+
+# Fields checked for their type alone: (type, what the message calls it).
+_SIMPLE: dict[str, tuple[type, str]] = {
+    "instructions": (str, "a string"), "previous_response_id": (str, "a string"),
+    "prompt_cache_key": (str, "a string"), "user": (str, "a string"),
+    "parallel_tool_calls": (bool, "a boolean"), "store": (bool, "a boolean"),
+}
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "background": _background, "temperature": _ranged("temperature", 2.0),
+    "top_p": _ranged("top_p", 1.0), "max_output_tokens": _max_output_tokens, "metadata": _metadata,
+    "include": _include, "reasoning": _reasoning, "text": _text, "tools": _tools,
+    "tool_choice": _tool_choice,
+}

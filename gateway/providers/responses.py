@@ -309,8 +309,9 @@ def from_chat_response(
         item = message_item("")
         item["content"] = [{"type": "refusal", "refusal": message["refusal"]}]
         output.append(item)
-    shapes = call_shapes(request)
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls") or ()
+    shapes = call_shapes(request) if calls else {}  # read from the request only when needed
+    for call in calls:
         function = call.get("function") or {}
         output.append(call_item(
             call.get("id") or new_id("call"), function.get("name", ""), function.get("arguments") or "{}",
