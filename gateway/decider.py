@@ -108,7 +108,8 @@ class Decider:
         if not pin:
             return Plan(decision, "none", session=session)
         started = time.perf_counter()
-        pinned = await self.store.pin(key, Pin(decision.model, decision.route))
+        session_key = pin_key(tenant, session.affinity_id, tag=tag)  # lists the lane for the admin API
+        pinned = await self.store.pin(key, Pin(decision.model, decision.route), (session_key, session.lane))
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
         if pinned.evicted:
             self.metrics.affinity("evicted", pinned.evicted)

@@ -84,7 +84,8 @@ class Models:
 class AffinityAdmin:
     """GET / DELETE /v1/affinity/{id}: inspect or drop a session's pins, one per lane (admin
     key when auth is on). `?lane=model:<name>` or `?lane=agent:<id>` picks one lane; without
-    it, the lanes this replica has seen for the session and one per configured model name."""
+    it, every lane the store lists for the session (with Redis: whichever replica pinned it),
+    those this replica has seen, and one per configured model name."""
 
     def __init__(
         self, store: AffinityStore, auth: Authenticator, lanes: LaneIndex, config: Config
@@ -102,11 +103,12 @@ class AffinityAdmin:
             affinity_id = validate_affinity_id(scope["path_params"]["affinity_id"], "affinity_id")
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             tenant = query.get("tenant") or self.auth.header_tenant(scope)
-            lanes = [query["lane"]] if query.get("lane") else self._lanes(tenant, affinity_id)
+            lanes = [query["lane"]] if query.get("lane") else await self._lanes(tenant, affinity_id)
             if scope["method"] == "DELETE":
                 body = await self._delete(tenant, affinity_id, lanes)
                 if not query.get("lane"):
                     self.lanes.forget(tenant, affinity_id)
+                    await self.store.forget_lanes(pin_key(tenant, affinity_id))
             else:
                 body = await self._get(tenant, affinity_id, lanes)
         except GatewayError as error:
@@ -114,9 +116,11 @@ class AffinityAdmin:
             return
         await respond(send, 200, orjson.dumps(body), [])
 
-    def _lanes(self, tenant: str, affinity_id: str) -> list[str]:
-        seen = self.lanes.lanes(tenant, affinity_id)
-        return [*seen, *(lane for lane in self.model_lanes if lane not in seen)]
+    async def _lanes(self, tenant: str, affinity_id: str) -> list[str]:
+        shared = await self.store.lanes(pin_key(tenant, affinity_id)) or []
+        # dict: one of each, in order (the lane pinned first: a harness's main loop)
+        ordered = dict.fromkeys([*shared, *self.lanes.lanes(tenant, affinity_id), *self.model_lanes])
+        return list(ordered)
 
     async def _get(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
         found = []

@@ -2,6 +2,7 @@
 
 from gateway.affinity.base import (
     AffinityStore,
+    LaneRef,
     Lookup,
     Pin,
     Pinned,
@@ -15,6 +16,7 @@ from gateway.affinity.memory import MemoryStore
 
 __all__ = [
     "AffinityStore",
+    "LaneRef",
     "Lookup",
     "MemoryStore",
     "Pin",

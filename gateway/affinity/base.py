@@ -54,6 +54,10 @@ class Pin:
         return cls(model, route or None, stored)
 
 
+# (a session's lane-less pin key, one of its lanes)
+LaneRef = tuple[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Lookup:
     pin: Pin | None
@@ -109,7 +113,10 @@ class AffinityStore(Protocol):
 
     async def get(self, key: str) -> Lookup: ...
 
-    async def pin(self, key: str, pin: Pin) -> Pinned: ...
+    async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
+        """`lane`: (the session's lane-less key, the lane), for a store that lists a session's
+        lanes to every replica (see `lanes`)."""
+        ...
 
     async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
         """Compare-and-set: `new` replaces the pin only while it still equals `old` (or the pin
@@ -117,6 +124,13 @@ class AffinityStore(Protocol):
         ...
 
     async def delete(self, key: str) -> Removal: ...
+
+    async def lanes(self, session: str) -> list[str] | None:
+        """The lanes pinned for a session (its lane-less `pin_key`), oldest first, as far as the
+        store keeps them for every replica; None when it cannot tell (Redis down)."""
+        ...
+
+    async def forget_lanes(self, session: str) -> None: ...
 
     async def count(self) -> int: ...
 

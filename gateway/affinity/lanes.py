@@ -1,7 +1,8 @@
 """The lanes this replica has seen per session, so the admin API can list a session's pins
 without a scan of the store. Bounded (oldest sessions forgotten first) and per replica: with
-the memory store that is every lane; with Redis, the lanes of sessions this replica served
-(a lane it never saw is still found with `?lane=`)."""
+the memory store that is every lane; with Redis it adds to the lane sets Redis keeps for every
+replica (see `redis.py`) what they may miss (a set dropped by the cap, or that expired while
+sliding-TTL hits kept its pins)."""
 
 from __future__ import annotations
 

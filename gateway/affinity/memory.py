@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from gateway.affinity.base import Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
+from gateway.affinity.base import LaneRef, Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
 
 
 class MemoryStore:
@@ -145,7 +145,7 @@ class MemoryStore:
     async def get(self, key: str) -> Lookup:
         return Lookup(self.lookup(key))
 
-    async def pin(self, key: str, pin: Pin) -> Pinned:
+    async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         return self.put(key, pin)
 
     async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
@@ -153,6 +153,13 @@ class MemoryStore:
 
     async def delete(self, key: str) -> Removal:
         return Removal(self.remove(key))
+
+    # One process holds every lane it pinned, and the decider's LaneIndex lists them.
+    async def lanes(self, session: str) -> list[str] | None:
+        return []
+
+    async def forget_lanes(self, session: str) -> None:
+        return None
 
     async def count(self) -> int:
         return len(self)

@@ -3,8 +3,10 @@
 Keys (see `scripts.py`): `{prefix}:{b<bucket>}:p:<digest>` for pins and `{prefix}:{b<bucket>}:idx`
 for a sorted set of pin keys scored by expiry time (ms), which is how the cap finds the pin
 closest to expiry; `:t:<tenant tag>` indexes one tenant's pins the same way when it has a
-quota. The braces are a Redis Cluster hash tag: a bucket's keys share one slot, so each Lua
-script touches one slot. A single server uses one bucket; a cluster spreads pins over 16.
+quota; `:s:<session digest>` holds a session's lanes for the admin API, indexed for the
+cap by `:sidx`. The braces are a Redis Cluster hash tag: a bucket's keys share one slot, so
+each Lua script touches one slot. A single server uses one bucket; a cluster spreads pins
+over 16.
 
 While Redis is unreachable the store answers from a bounded local cache (`degraded`) and a
 circuit breaker keeps requests from paying a timeout each. Pins made or served meanwhile are
@@ -33,7 +35,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-from gateway.affinity.base import Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
+from gateway.affinity.base import LaneRef, Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
 from gateway.affinity.breaker import Backoff, CircuitBreaker
 from gateway.affinity.connection import UNAVAILABLE, Commands, PooledCommands, error_code, failure_kind, where
 from gateway.affinity.memory import MemoryStore
@@ -42,6 +44,7 @@ from gateway.config import RoutingConfig
 
 logger = logging.getLogger("gateway.affinity")
 CLUSTER_BUCKETS = 16
+MAX_LANES = 32  # per session in its lane set: a harness with more sub-agents lists the newest
 # Backoff between probes of a dead Redis is capped at this many cooldowns, so recovery is
 # noticed within seconds of Redis returning rather than the 30 s a plain cap would allow.
 PROBE_CAP_COOLDOWNS = 4
@@ -210,16 +213,29 @@ class RedisStore:
         local = int((time.time() + left) * 1000)
         return local if self.refresh or not pin.expires_ms else min(local, pin.expires_ms)
 
-    async def pin(self, key: str, pin: Pin) -> Pinned:
+    async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         try:
-            return await self._publish(key, pin)
+            return await self._publish(key, pin, lane)
         except Unavailable:
             return self._pin_locally(key, pin)
 
-    async def _publish(self, key: str, pin: Pin) -> Pinned:
+    async def _publish(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
+        """PIN; with `lane`, a created pin's lane joins its session's set: in the same script
+        when that set is in the pin's slot (always, but in a cluster), else in a second trip."""
+        keys: tuple[str, ...]
         keys, tenant, quota = self._write_keys(key)
         args: Args = (pin.encode(), self.ttl_ms, self.cap_per_bucket, quota, tenant)
+        apart: tuple[tuple[str, str], Args] | None = None  # a lane set in another slot
+        if lane is not None:
+            lane_keys = self._lane_keys(lane[0])
+            if lane_keys[1] == f"{keys[1][:-4]}:sidx":
+                keys, args = (*keys, *lane_keys), (*args, lane[1], MAX_LANES)
+            else:
+                apart = lane_keys, (lane[1], self.ttl_ms, self.cap_per_bucket, MAX_LANES)
         created, raw, evicted = await self._redis(self.commands.script, "PIN", keys, args)
+        if created and apart is not None:
+            with contextlib.suppress(Unavailable):  # the pin stands; only its listing is lost
+                await self._redis(self.commands.script, "LANE", *apart)
         winner = Pin.decode(raw)
         self._remember(key, winner)
         return Pinned(winner, created=bool(created), evicted=int(evicted))
@@ -272,6 +288,22 @@ class RedisStore:
         found = await self._redis(self.commands.script, "DELETE", (keys[0], keys[1], keys[4]),
                                   (self.ttl_ms,))
         return bool(found)
+
+    def _lane_keys(self, session: str) -> tuple[str, str]:
+        """A session's lane set and its bucket's index of lane sets."""
+        bucket = self.keys(session)[1][:-4]
+        return f"{bucket}:s:{session.partition(':')[0]}", f"{bucket}:sidx"
+
+    async def lanes(self, session: str) -> list[str] | None:
+        try:
+            found = await self._redis(self.commands.script, "LANES", self._lane_keys(session)[:1], ())
+        except Unavailable:
+            return None
+        return [lane.decode() if isinstance(lane, bytes) else str(lane) for lane in found or ()]
+
+    async def forget_lanes(self, session: str) -> None:
+        with contextlib.suppress(Unavailable):
+            await self._redis(self.commands.script, "UNLANE", self._lane_keys(session), ())
 
     async def _redis(self, command: Callable[..., Awaitable[T]], *args: Any) -> T:
         """One Redis command behind the breaker. Through a connection pool it holds one of

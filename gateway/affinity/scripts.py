@@ -7,6 +7,9 @@ A bucket `{prefix}:{b<n>}` holds (see `redis.py`):
 - `:t:<tag>`     one tenant's pins scored by expiry, kept while that tenant has a quota
 - `:epoch`       a token written once; gone when Redis lost its data, so a new one marks a new epoch
 - `:d:<digest>`  a deletion marker, for a session TTL: the pin was removed on purpose
+- `:s:<digest>`  a session's lanes (the digest of its lane-less key), scored by when each was
+                 pinned, so any replica can list them for the admin API
+- `:sidx`        those lane sets scored by expiry: capped like the pins, oldest dropped first
 
 Trimming an index below its cap evicts the pins closest to expiry (the one being written never),
 and expired members are swept as pins are added. An evicted pin leaves its tenant's index too
@@ -51,6 +54,25 @@ local function trim(index, limit)
 end
 """
 
+# add_lane(set, index, lane, ttl ms, cap of sets, most lanes per session): adds the lane to the
+# session's set (the oldest beyond the most go), restarts the set's TTL, and trims the bucket's
+# index of sets to the cap, dropping the sets closest to expiry.
+_ADD_LANE = """
+local function add_lane(set, index, lane, ttl, cap, most)
+  redis.call('ZADD', set, now, lane)
+  local excess = redis.call('ZCARD', set) - most
+  if excess > 0 then redis.call('ZPOPMIN', set, excess) end
+  redis.call('PEXPIRE', set, ttl)
+  redis.call('ZADD', index, now + ttl, set)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  local over = redis.call('ZCARD', index) - cap
+  if over > 0 then
+    local dropped = redis.call('ZPOPMIN', index, over)
+    for i = 1, #dropped, 2 do redis.call('DEL', dropped[i]) end
+  end
+end
+"""
+
 # Sets `epoch`: the bucket's, begun now if Redis has none (a fresh or emptied Redis).
 _EPOCH = """
 local epoch = redis.call('GET', KEYS[3])
@@ -80,12 +102,17 @@ evicted = evicted + trim(KEYS[2], cap)
 # The writing scripts' KEYS: pin, index, epoch, tenant index, deletion marker.
 
 # ARGV: pin, ttl ms, cap, quota, tenant tag. First writer wins. Returns {created, value, evicted}.
-PIN = _NOW + _HELPERS + """
+# With KEYS 6 and 7 (the session's lane set and the index of sets, when in this slot) and ARGV 6
+# and 7 (lane, most lanes), a created pin's lane joins its session's set in the same trip.
+PIN = _NOW + _HELPERS + _ADD_LANE + """
 local current = redis.call('GET', KEYS[1])
 if current then return {0, current, 0} end
 local pin, cap, quota, tag = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local expires = now + tonumber(ARGV[2])
-""" + _EPOCH + _WRITE + "return {1, value, evicted}\n"
+""" + _EPOCH + _WRITE + """
+if #KEYS >= 7 then add_lane(KEYS[6], KEYS[7], ARGV[6], tonumber(ARGV[2]), cap, tonumber(ARGV[7])) end
+return {1, value, evicted}
+"""
 
 # ARGV: old pin, new pin, ttl ms, cap, quota, tenant tag. Compare-and-set on the pin (model and
 # route); a lapsed pin counts as replaceable. Returns {replaced, current value, evicted}.
@@ -135,6 +162,25 @@ redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
 return found
 """
 
+# KEYS: a session's lane set, the bucket's index of lane sets. ARGV: lane, ttl ms, cap of sets,
+# most lanes per session. `add_lane` on its own: for a pin whose session set is in another
+# slot (a cluster spreads them over buckets).
+LANE = _NOW + _ADD_LANE + """
+add_lane(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+return 1
+"""
+
+# KEYS: a session's lane set. Its lanes, oldest first.
+LANES = """
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+# KEYS: a session's lane set, the bucket's index of lane sets. Forgets the session's lanes.
+UNLANE = """
+redis.call('ZREM', KEYS[2], KEYS[1])
+return redis.call('DEL', KEYS[1])
+"""
+
 # KEYS: index. Sweeps expired members, returns the live ones.
 COUNT = _NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -154,6 +200,7 @@ redis.call('ZSCORE', KEYS[2], KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', 0)
 redis.call('ZCARD', KEYS[2])
 redis.call('ZPOPMIN', KEYS[2], 1)
+redis.call('ZRANGE', KEYS[2], 0, -1)
 redis.call('ZREM', KEYS[2], KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
@@ -163,4 +210,4 @@ return 1
 def sources() -> dict[str, str]:
     """Every script by the name the store calls it by."""
     return {"PIN": PIN, "REPIN": REPIN, "WRITEBACK": WRITEBACK, "TOUCH": TOUCH, "DELETE": DELETE,
-            "COUNT": COUNT, "CHECK": CHECK}
+            "LANE": LANE, "LANES": LANES, "UNLANE": UNLANE, "COUNT": COUNT, "CHECK": CHECK}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import Span, StatusCode
 
-from gateway.affinity import AffinityStore, Lookup, Pin, Pinned, Removal
+from gateway.affinity import AffinityStore, LaneRef, Lookup, Pin, Pinned, Removal
 from gateway.routing import RouteChoice, Router, Turn
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ class TracedStore:
     async def get(self, key: str) -> Lookup:
         return await in_span(self._span("get", key), self.store.get(key), looked_up)
 
-    async def pin(self, key: str, pin: Pin) -> Pinned:
-        return await in_span(self._span("pin", key), self.store.pin(key, pin), pinned)
+    async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
+        return await in_span(self._span("pin", key), self.store.pin(key, pin, lane), pinned)
 
     async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
         return await in_span(self._span("repin", key), self.store.repin(key, old, new), pinned)

@@ -147,6 +147,31 @@ def test_side_calls_and_sub_agents_keep_their_own_lanes(
         session.close()
 
 
+def test_a_replica_that_served_none_of_a_sessions_lanes_lists_and_deletes_them_all(
+    replicas: list[ThreadServer],
+) -> None:
+    """The lanes live with the pins in Redis: the admin API of a replica that never saw the
+    session finds a sub-agent's lane and a side call's (a name no config lists) too."""
+    session = ClaudeCodeLike(replicas[:1])  # every turn through the first replica
+    try:
+        session.send(CODE)
+        session.send("hi", model=SIDE_MODEL)
+        session.send(REASON, agent="agent-7")
+        key = httpx.post(f"{replicas[0].url}/routing/v1/messages", json={
+            "model": MAIN_MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+            headers={"X-Claude-Code-Session-Id": session.session}).json()["session_id"]
+        listed = httpx.get(f"{replicas[1].url}/v1/affinity/{key}").json()
+        assert [lane["lane"] for lane in listed["lanes"]] == [
+            f"model:{MAIN_MODEL}", f"model:{SIDE_MODEL}", "agent:agent-7"]  # pinned first, first
+        assert listed["model"] == "anthropic/claude-sonnet-4-5"  # the main loop's
+        gone = httpx.delete(f"{replicas[1].url}/v1/affinity/{key}").json()
+        assert sorted(gone["lanes"]) == sorted(lane["lane"] for lane in listed["lanes"])
+        assert httpx.get(f"{replicas[0].url}/v1/affinity/{key}").status_code == 404
+        assert served(session.send(REASON, agent="agent-7"))[1] == "new"  # deleted everywhere
+    finally:
+        session.close()
+
+
 def test_explicit_header_wins_and_bad_input(replicas: list[ThreadServer]) -> None:
     session = ClaudeCodeLike(replicas)
     try:

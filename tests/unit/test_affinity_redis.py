@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import redis
+import redis.asyncio
 
 from gateway.affinity import Pin, Removal, pin_key
 from gateway.affinity.redis import RedisStore
@@ -379,6 +380,66 @@ def test_delete_and_count(redis_url: str, redis_server: RedisServer) -> None:
             assert int(redis_server.command("ZCARD", store.keys(keys[0])[1])) == 4
             assert (await store.pin(keys[0], B)).created
 
+    run(main())
+
+
+# --- a session's lanes, listed to every replica ------------------------------------------------
+
+
+async def pin_lanes(store: RedisStore, tenant: str, session: str, lanes: list[str]) -> None:
+    for lane in lanes:
+        pinned = await store.pin(pin_key(tenant, session, lane), A, (pin_key(tenant, session), lane))
+        assert pinned.created
+
+
+def test_a_sessions_lanes_are_listed_by_every_replica_and_forgotten(redis_url: str) -> None:
+    async def main() -> None:
+        async with opened(routing(redis_url)) as one, opened(routing(redis_url)) as two:
+            session = pin_key("t", "s-1")
+            await pin_lanes(one, "t", "s-1", ["model:main", "agent:a1"])
+            await pin_lanes(two, "t", "s-1", ["agent:a2"])
+            # a pin that already stood (another replica's, or this one's) adds nothing
+            assert not (await one.pin(pin_key("t", "s-1", "agent:a1"), B, (session, "agent:x"))).created
+            assert await two.lanes(session) == ["model:main", "agent:a1", "agent:a2"]  # oldest first
+            assert await one.lanes(pin_key("t", "s-2")) == []
+            assert await one.lanes(pin_key("other-tenant", "s-1")) == []
+            await two.forget_lanes(session)
+            assert await one.lanes(session) == []
+    run(main())
+
+
+def test_lane_sets_are_capped_like_pins(redis_url: str, redis_server: RedisServer) -> None:
+    async def main() -> None:
+        async with opened(routing(redis_url, cap=3)) as store:
+            for n in range(5):
+                await pin_lanes(store, "t", f"s-{n}", ["model:main"])
+            listed = [await store.lanes(pin_key("t", f"s-{n}")) for n in range(5)]
+            assert listed == [[], [], ["model:main"], ["model:main"], ["model:main"]]
+            await pin_lanes(store, "t", "many", [f"agent:{n}" for n in range(40)])
+            lanes = await store.lanes(pin_key("t", "many"))
+            assert lanes == [f"agent:{n}" for n in range(8, 40)]  # the newest 32
+    run(main())
+    keys = redis_server.command("KEYS", "*:s:*")
+    assert len(keys) <= 3, keys  # lane sets beyond the cap are gone, not only unlisted
+
+
+def test_lane_sets_in_another_bucket_take_a_second_trip(redis_url: str) -> None:
+    """A cluster spreads keys over 16 buckets: a session's set is mostly in another slot than its
+    lane's pin, so it is written by its own script. One server stands in for the cluster."""
+    async def main() -> None:
+        config = routing(redis_url, cluster=True)
+        store = RedisStore(config, client=redis.asyncio.Redis.from_url(redis_url))
+        await store.open()
+        try:
+            lanes = [f"agent:{n}" for n in range(12)]
+            session = pin_key("t", "spread")
+            apart = [lane for lane in lanes
+                     if store.keys(pin_key("t", "spread", lane))[1] != store.keys(session)[1]]
+            assert apart, "every lane landed in the session's bucket: nothing tested"
+            await pin_lanes(store, "t", "spread", lanes)
+            assert await store.lanes(session) == lanes
+        finally:
+            await store.close()
     run(main())
 
 
