@@ -21,7 +21,6 @@ from gateway.apis.base import (
     ClientApi,
     ClientRequest,
     Exchange,
-    StreamTranslator,
     load_json,
     requested_model,
     stream_flag,
@@ -105,7 +104,9 @@ def _to_chat(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
-    return orjson.dumps(from_chat_response(request.payload, orjson.loads(body), model, new_id("resp")))
+    answer = orjson.loads(body)
+    return orjson.dumps(from_chat_response(
+        request.payload, answer, model, new_id("resp"), conversation(request).full))
 
 
 def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
@@ -113,7 +114,9 @@ def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> byt
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:
-    return orjson.dumps(from_message(request.payload, orjson.loads(body), model, new_id("resp")))
+    answer = orjson.loads(body)
+    return orjson.dumps(from_message(
+        request.payload, answer, model, new_id("resp"), conversation(request).full))
 
 
 def _native(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
@@ -153,22 +156,18 @@ EXCHANGES = {
         headers=openai.request_headers,
         request_body=_to_chat,
         response_body=_from_chat,
-        stream=lambda request, model, limit: _stream(
-            ChatToResponsesStream(request.payload, model, max_event_size=limit)),
+        stream=lambda request, model, limit: ChatToResponsesStream(
+            request.payload, model, max_event_size=limit, items=conversation(request).full),
     ),
     "anthropic": Exchange(
         path="/messages",
         headers=anthropic_wire.request_headers,
         request_body=_to_messages,
         response_body=_from_messages,
-        stream=lambda request, model, limit: _stream(
-            MessagesToResponsesStream(request.payload, model, max_event_size=limit)),
+        stream=lambda request, model, limit: MessagesToResponsesStream(
+            request.payload, model, max_event_size=limit, items=conversation(request).full),
     ),
 }
-
-
-def _stream(translator: Any) -> StreamTranslator:
-    return translator  # type: ignore[no-any-return]
 
 
 # --- state ---------------------------------------------------------------------------------------

@@ -297,8 +297,11 @@ def status_of_finish(finish: Any) -> tuple[str, dict[str, str] | None]:
 
 
 def from_chat_response(
-    request: dict[str, Any], chat: dict[str, Any], model: str, response_id: str
+    request: dict[str, Any], chat: dict[str, Any], model: str, response_id: str,
+    items: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """`items`: the whole conversation, stored turns included (tools offered in an earlier
+    turn's `additional_tools` item shape its calls too); the request's own input by default."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
@@ -310,7 +313,7 @@ def from_chat_response(
         item["content"] = [{"type": "refusal", "refusal": message["refusal"]}]
         output.append(item)
     calls = message.get("tool_calls") or ()
-    shapes = call_shapes(request) if calls else {}  # read from the request only when needed
+    shapes = call_shapes(request, items) if calls else {}  # read only when needed
     for call in calls:
         function = call.get("function") or {}
         output.append(call_item(

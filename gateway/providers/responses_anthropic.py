@@ -34,8 +34,7 @@ def to_messages_request(
     chat = to_chat_request(payload, items, model_id, drops)
     chat.pop("stream_options", None)
     chat.pop("response_format", None)
-    chat.pop("reasoning_effort", None)
-    chat.pop("parallel_tool_calls", None)
+    chat.pop("reasoning_effort", None)  # parallel_tool_calls stays: the chat translation maps it
     try:
         messages = anthropic.chat_to_messages_request(chat, model_id, drops=drops)
     except BadRequest as error:
@@ -43,17 +42,17 @@ def to_messages_request(
         field = _client_field(error.param)
         where = f" (in `{field}`, as translated for an Anthropic model)" if field else ""
         raise TranslationError(error.message + where, param=field, code=error.code) from None
-    if payload.get("parallel_tool_calls") is False and isinstance(messages.get("tool_choice"), dict):
-        messages["tool_choice"]["disable_parallel_tool_use"] = True
     return messages
 
 
 def from_message(
-    request: dict[str, Any], message: dict[str, Any], model: str, response_id: str
+    request: dict[str, Any], message: dict[str, Any], model: str, response_id: str,
+    items: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """`items` as for `responses.from_chat_response`."""
     output: list[dict[str, Any]] = []
     texts: list[str] = []
-    shapes = call_shapes(request)
+    shapes = call_shapes(request, items)
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":

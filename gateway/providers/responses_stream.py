@@ -43,7 +43,10 @@ _STOP_REASONS = {
 class ResponseEvents:
     """The Responses event sequence for one response, and the response it builds."""
 
-    def __init__(self, request: dict[str, Any], response_id: str, model: str) -> None:
+    def __init__(
+        self, request: dict[str, Any], response_id: str, model: str,
+        items: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.request = request
         self.id = response_id
         self.model = model
@@ -54,7 +57,8 @@ class ResponseEvents:
         self.started = False
         self._out = bytearray()
         self.created = int(time.time())  # one creation time for every snapshot of the response
-        self.shapes = call_shapes(request)  # custom and namespaced tools: their calls differ
+        # custom and namespaced tools, offered in any turn (`items`): their calls differ
+        self.shapes = call_shapes(request, items)
         # A custom tool call's arguments (JSON holding its input) as they arrive: its input is
         # streamed once they are whole.
         self._custom_arguments: dict[int, str] = {}
@@ -188,9 +192,9 @@ class _Assembler:
 
     def __init__(
         self, request: dict[str, Any], model: str, response_id: str | None = None,
-        max_event_size: int | None = None,
+        max_event_size: int | None = None, items: list[dict[str, Any]] | None = None,
     ) -> None:
-        self.events = ResponseEvents(request, response_id or new_id("resp"), model)
+        self.events = ResponseEvents(request, response_id or new_id("resp"), model, items)
         self.usage: dict[str, int] | None = None
         self._decoder = SSEDecoder(max_event_size)
         self._done = False
@@ -255,9 +259,9 @@ class ChatToResponsesStream(_Assembler):
 
     def __init__(
         self, request: dict[str, Any], model: str, response_id: str | None = None,
-        max_event_size: int | None = None,
+        max_event_size: int | None = None, items: list[dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__(request, model, response_id, max_event_size)
+        super().__init__(request, model, response_id, max_event_size, items)
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
 
@@ -310,9 +314,9 @@ class MessagesToResponsesStream(_Assembler):
 
     def __init__(
         self, request: dict[str, Any], model: str, response_id: str | None = None,
-        max_event_size: int | None = None,
+        max_event_size: int | None = None, items: list[dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__(request, model, response_id, max_event_size)
+        super().__init__(request, model, response_id, max_event_size, items)
         self._input = {"input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
         self._output_tokens = 0
         self._stop: str | None = None

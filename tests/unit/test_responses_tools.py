@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -70,6 +71,43 @@ def test_a_call_to_a_custom_tool_comes_back_as_a_custom_tool_call() -> None:
     message = {"content": [{"type": "tool_use", "id": "t1", "name": "exec", "input": {"input": "x"}}],
                "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 1}}
     assert from_message(request, message, "m", "resp_2")["output"][0]["input"] == "x"
+
+
+def test_a_follow_up_calls_tools_an_earlier_turn_offered_in_their_own_shape() -> None:
+    """Codex offers its tools once, in an `additional_tools` item; a follow-up continues with
+    `previous_response_id` and only its new items. The call shapes come from the whole
+    conversation, stored turns included."""
+    history = codex_request()["input"]
+    follow_up = {"model": "m", "previous_response_id": "resp_0",
+                 "input": [{"role": "user", "content": "and again"}]}
+    full = history + follow_up["input"]
+    chat = {"choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": [
+        {"id": "c2", "type": "function", "function": {"name": "exec", "arguments": '{"input": "ls()"}'}}]}}]}
+    assert from_chat_response(follow_up, chat, "m", "r", full)["output"][0]["type"] == "custom_tool_call"
+    message = {"content": [{"type": "tool_use", "id": "t1", "name": "exec", "input": {"input": "x"}}],
+               "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 1}}
+    assert from_message(follow_up, message, "m", "r", full)["output"][0]["type"] == "custom_tool_call"
+    raw = b"data: " + orjson.dumps({"choices": [{"index": 0, "finish_reason": "tool_calls", "delta": {
+        "tool_calls": [{"index": 0, "id": "c9", "type": "function",
+                        "function": {"name": "exec", "arguments": '{"input": "ls()"}'}}]}}]}) + b"\n\n"
+    stream = ChatToResponsesStream(follow_up, "m", items=full)
+    stream.feed(raw + b"data: [DONE]\n\n")
+    stream.close()
+    assert stream.final is not None and stream.final["output"][0]["type"] == "custom_tool_call"
+
+
+@pytest.mark.parametrize(("choice", "sent"), [
+    (None, {"type": "auto", "disable_parallel_tool_use": True}),
+    ("auto", {"type": "auto", "disable_parallel_tool_use": True}),
+    ({"type": "function", "name": "sleep"},
+     {"type": "tool", "name": "sleep", "disable_parallel_tool_use": True}),
+    ("none", {"type": "none"}),  # Anthropic defines no parallel flag for `none`
+])
+def test_parallel_tool_calls_false_reaches_anthropic_whatever_the_tool_choice(choice: Any, sent: Any) -> None:
+    request: dict[str, Any] = {"model": "m", "input": "x", "tools": [SLEEP], "parallel_tool_calls": False}
+    if choice is not None:
+        request["tool_choice"] = choice
+    assert to_messages_request(request, input_items(request), "claude")["tool_choice"] == sent
 
 
 def test_a_streamed_custom_tool_call_is_one_the_sdk_reads() -> None:
