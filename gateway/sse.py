@@ -32,19 +32,16 @@ class ServerSentEvent:
     data: str
 
 
-class EventTooLarge(ValueError):
-    """One line, or one event's data, passed the decoder's limit."""
+class EventTooLarge(BadGateway):
+    """One line, or one event's data, passed the decoder's limit. A BadGateway as it is: what
+    the client of a translated stream is told, the stream it was reading ending with it."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"an SSE line or event longer than {limit} characters")
-        self.limit = limit
-
-    def as_upstream_error(self) -> BadGateway:
-        """What the client is told: the stream it was reading ends with this error."""
-        return BadGateway(
-            f"upstream sent an SSE line or event larger than upstream.max_sse_event_bytes ({self.limit})",
+        super().__init__(
+            f"upstream sent an SSE line or event larger than upstream.max_sse_event_bytes ({limit})",
             reason="too_large", code="upstream_event_too_large",
         )
+        self.limit = limit
 
 
 class SSEDecoder:

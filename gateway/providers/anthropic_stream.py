@@ -13,11 +13,11 @@ a client must not take a truncated answer for a whole one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from gateway.errors import BadGateway
 from gateway.providers.anthropic_wire import (
     anthropic_error_body,
     anthropic_error_type,
@@ -61,21 +61,13 @@ class _StreamTranslator:
         and ends the client's stream with its error event."""
         if self._done:
             return b""
-        try:
-            events = self._decoder.feed(chunk)
-        except EventTooLarge as exc:
-            raise self._too_large(exc) from None
-        return self._handle_all(events)
+        return self._handle_all(self._decoded(self._decoder.feed, chunk))
 
     def close(self) -> bytes:
         """The upstream body ended: finish the client stream, with an error if truncated."""
         if self._done:
             return b""
-        try:
-            events = self._decoder.flush()
-        except EventTooLarge as exc:
-            raise self._too_large(exc) from None
-        out = self._handle_all(events)
+        out = self._handle_all(self._decoded(self._decoder.flush))
         if self._done:
             return out
         if self._answer_complete():  # only the last event was lost; the answer is whole
@@ -86,9 +78,12 @@ class _StreamTranslator:
         """End the client stream with an error event (``status`` picks the error type)."""
         raise NotImplementedError
 
-    def _too_large(self, exc: EventTooLarge) -> BadGateway:
-        self._done = True
-        return exc.as_upstream_error()
+    def _decoded(self, decode: Callable[..., list[ServerSentEvent]], *chunk: bytes) -> list[ServerSentEvent]:
+        try:
+            return decode(*chunk)
+        except EventTooLarge:
+            self._done = True  # ended for good: the pipeline tells the client
+            raise
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         raise NotImplementedError

@@ -14,6 +14,7 @@ pipeline can store it before the client sees the end.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -32,6 +33,8 @@ from gateway.providers.responses import (
 from gateway.providers.responses_tools import call_shapes, custom_call_item, custom_input, with_namespace
 from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 from gateway.usage import counts_of
+
+logger = logging.getLogger("gateway.responses")
 
 _TRUNCATED = "the upstream ended the stream before the response was complete"
 _BAD_SHAPE = "the upstream sent an event of an unexpected shape"
@@ -206,21 +209,13 @@ class _Assembler:
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
             return b""
-        try:
-            events = self._decoder.feed(chunk)
-        except EventTooLarge as exc:  # the pipeline ends the stream with `fail_with`
-            raise exc.as_upstream_error() from None
-        self._handle_all(events)
+        self._handle_all(self._decoder.feed(chunk))  # EventTooLarge: the pipeline calls `fail_with`
         return self.events.drain()
 
     def close(self) -> bytes:
         if self._done:
             return b""
-        try:
-            events = self._decoder.flush()
-        except EventTooLarge as exc:
-            raise exc.as_upstream_error() from None
-        self._handle_all(events)
+        self._handle_all(self._decoder.flush())
         if not self._done:
             self._done = True
             self.events.failed("upstream_stream_incomplete", _TRUNCATED)
@@ -385,19 +380,29 @@ class NativeResponsesStream:
     def __init__(self, max_event_size: int | None = None) -> None:
         # The stream is relayed as it comes; only the decoder that watches it for the final
         # response (to keep it) holds an event, and never one past the limit.
-        self._decoder = SSEDecoder(max_event_size)
+        self._decoder: SSEDecoder | None = SSEDecoder(max_event_size)
         self.final: dict[str, Any] | None = None
         self.usage: dict[str, int] | None = None
         self._ended = False
 
     def feed(self, chunk: bytes) -> bytes:
-        try:
-            events = self._decoder.feed(chunk)
-        except EventTooLarge as exc:
-            raise exc.as_upstream_error() from None
-        for event in events:
-            self._watch(event)
+        if self._decoder is not None:
+            try:
+                events = self._decoder.feed(chunk)
+            except EventTooLarge:
+                self._stop_watching()
+                return chunk
+            for event in events:
+                self._watch(event)
         return chunk
+
+    def _stop_watching(self) -> None:
+        """An event past the limit (a long answer's `response.completed` holds all of it): the
+        stream still goes to the client as it came, but is neither watched nor kept."""
+        self._decoder = None
+        self._ended = True  # the provider's own stream: whether it ended is its to say
+        logger.warning("a native Responses stream held an event past upstream.max_sse_event_bytes: "
+                       "relayed, but not kept for previous_response_id")
 
     def _watch(self, event: ServerSentEvent) -> None:
         ends = ("response.completed", "response.incomplete", "response.failed", "error")
@@ -417,8 +422,14 @@ class NativeResponsesStream:
             self.usage = counts_of(usage if isinstance(usage, dict) else {})
 
     def close(self) -> bytes:
-        for event in self._decoder.flush():
-            self._watch(event)
+        if self._decoder is not None:
+            try:
+                events = self._decoder.flush()
+            except EventTooLarge:
+                events = []
+                self._stop_watching()
+            for event in events:
+                self._watch(event)
         if self._ended:
             return b""
         body = {"type": "error", "code": "upstream_stream_incomplete", "message": _TRUNCATED, "param": None,
