@@ -128,7 +128,7 @@ class Decider:
         """A Responses follow-up goes back to the model that produced what it continues (its
         context may live only there); a model gone from the config routes afresh."""
         model, route = continues
-        if model not in self.config.models:
+        if self.config.resolve(model) is None:  # a wildcard's model is still served
             return None
         self.metrics.affinity("hit")
         self.metrics.decision(route, model, "affinity")

@@ -174,6 +174,18 @@ def test_follow_up_is_pinned_to_the_model_of_the_response_it_continues(
     assert raw.headers["x-gateway-model"] == model
 
 
+def test_a_follow_up_goes_back_to_a_model_a_wildcard_served(simulator: ThreadServer, redis_url: str) -> None:
+    config = responses_config(simulator.url, redis_url)
+    config["model_providers"].append({"model": "anthropic/*", "base_url": simulator.url, "access_key": "k"})
+    with gateway(config) as server:
+        first = client(server).responses.create(model="claude-opus-9-dated", input="Remember 7")
+        raw = httpx.post(f"{server.url}/v1/responses", json={
+            "model": "auto", "input": "What was it?", "previous_response_id": first.id})
+    assert raw.status_code == 200, raw.text
+    assert raw.headers["x-model-affinity-source"] == "previous-response"
+    assert raw.headers["x-gateway-model"] == "anthropic/claude-opus-9-dated"
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_text_format_json_schema(replicas: tuple[ThreadServer, ThreadServer], simulator: ThreadServer,
                                  model: str) -> None:
