@@ -255,3 +255,4 @@ def test_routing_decision_and_stored_paths(server: ThreadServer) -> None:
         assert raw.status_code == status and "error" in raw.json()
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'endpoint="responses"' in metrics
+    assert 'gateway_requests_total{endpoint="stored_responses",model="",status="404"} 3.0' in metrics
