@@ -16,6 +16,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from gateway.config.reader import ConfigError, Node
+from gateway.config.render import mask_userinfo
 from gateway.config.schema import TracingConfig
 
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -127,14 +128,15 @@ def _with_traces_path(endpoint: str, protocol: str, force: bool = False) -> str:
 
 def _check_endpoint(endpoint: str, protocol: str, where: str) -> None:
     parts = urlsplit(endpoint)
+    shown = mask_userinfo(endpoint)  # an endpoint may carry credentials: never echo them
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(where, f"expected an http:// or https:// URL, got {endpoint!r}")
+        raise ConfigError(where, f"expected an http:// or https:// URL, got {shown!r}")
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
-        raise ConfigError(where, f"bad port in {endpoint!r}") from None
+        raise ConfigError(where, f"bad port in {shown!r}") from None
     if protocol == "grpc" and parts.path not in ("", "/"):
-        raise ConfigError(where, f"a gRPC endpoint is scheme, host and port only, got {endpoint!r}")
+        raise ConfigError(where, f"a gRPC endpoint is scheme, host and port only, got {shown!r}")
 
 
 def _check_installed(protocol: str, where: str) -> None:

@@ -99,6 +99,8 @@ def test_enabled_without_an_endpoint_uses_the_opentelemetry_default() -> None:
         ({"otlp_endpoint": "http://c:4317/v1", "protocol": "grpc"}, {},
          "tracing.otlp_endpoint: a gRPC endpoint is scheme, host and port only, got 'http://c:4317/v1'"),
         ({"otlp_endpoint": "http://c:x"}, {}, "tracing.otlp_endpoint: bad port in 'http://c:x'"),
+        ({"otlp_endpoint": "http://user:s3cret@c:x"}, {},  # credentials never echoed
+         "tracing.otlp_endpoint: bad port in 'http://***@c:x'"),
         ({"protocol": "http/json"}, {},
          "tracing.protocol: expected one of http/protobuf, grpc, got 'http/json'"),
         ({"otlp_endpoint": "http://a:1", "opentracing_grpc_endpoint": "http://b:2"}, {},
