@@ -23,32 +23,11 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.affinity import connection
 from gateway.config import Config
 from gateway.errors import StoreUnavailable
-
-# KEYS[1] record, KEYS[2] index; ARGV: value, ttl ms, now ms, cap
-_PUT = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local now = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-if over > 0 then
-  local victims = redis.call('ZRANGE', KEYS[2], 0, over - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
-  redis.call('DEL', unpack(victims))
-end
-return over
-"""
-# KEYS[1] record, KEYS[2] index
-_DELETE = """
-redis.call('ZREM', KEYS[2], KEYS[1])
-return redis.call('DEL', KEYS[1])
-"""
 
 
 def record_key(tenant: str, response_id: str) -> str:
@@ -108,11 +87,13 @@ class MemoryResponseStore:
 
 
 class RedisResponseStore:
-    """Records in Redis, through redis-py with the session cache's URL and options."""
+    """Records in Redis, through redis-py with the session cache's URL and options, and the
+    pin store's failover rule (`connection.PooledCommands`: a READONLY reply after a managed
+    failover drops the pooled connections; a Sentinel deployment's sentinels closed with it)."""
 
     name = "redis"
 
-    def __init__(self, config: Config, client: Redis | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         cache = config.routing.session_cache
         self.cache = cache
         self.ttl_ms = config.responses.ttl_seconds * 1000
@@ -120,27 +101,25 @@ class RedisResponseStore:
         tag = "{" + cache.key_prefix + ":resp}"  # one Cluster slot for the records and their index
         self.prefix = tag + ":r:"
         self.index = tag + ":idx"
-        self._client = client
+        self._commands: connection.PooledCommands | None = None
 
     @property
-    def client(self) -> Redis:
-        if self._client is None:
+    def commands(self) -> connection.PooledCommands:
+        if self._commands is None:
             raise RuntimeError("RedisResponseStore used before open()")
-        return self._client
+        return self._commands
 
     async def open(self) -> None:
-        if self._client is None:
-            self._client = connection.redis_py(self.cache)[0]
-        self._put = self._client.register_script(_PUT)
-        self._delete = self._client.register_script(_DELETE)
+        if self._commands is None:
+            self._commands = connection.PooledCommands(*connection.redis_py(self.cache))
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self._commands is not None:
+            await self._commands.aclose()
 
     async def get(self, tenant: str, response_id: str) -> dict[str, Any] | None:
         try:
-            raw = await self.client.get(self.prefix + record_key(tenant, response_id))
+            raw = await self.commands.get(self.prefix + record_key(tenant, response_id))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(
                 "the response store is unreachable, so previous_response_id cannot be resolved; "
@@ -152,14 +131,13 @@ class RedisResponseStore:
 
     async def put(self, tenant: str, response_id: str, record: dict[str, Any]) -> None:
         key = self.prefix + record_key(tenant, response_id)
-        now_ms = int(time.time() * 1000)
-        args: list[bytes | int] = [orjson.dumps(record), self.ttl_ms, now_ms, self.max_entries]
-        await self._put(keys=[key, self.index], args=args)
+        args = (orjson.dumps(record).decode(), self.ttl_ms, self.max_entries)
+        await self.commands.script("RESPONSE_PUT", (key, self.index), args)
 
     async def delete(self, tenant: str, response_id: str) -> bool:
         key = self.prefix + record_key(tenant, response_id)
         try:
-            return bool(await self._delete(keys=[key, self.index]))
+            return bool(await self.commands.script("RESPONSE_DELETE", (key, self.index), ()))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("the response store is unreachable; retry shortly",
                                    code="response_store_unavailable") from exc

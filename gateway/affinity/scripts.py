@@ -181,6 +181,23 @@ redis.call('ZREM', KEYS[2], KEYS[1])
 return redis.call('DEL', KEYS[1])
 """
 
+# Stored Responses (`affinity/responses.py`). KEYS: record, index; ARGV: value, ttl ms, cap.
+# Writes the record and trims the index to the cap as the pins' is (`trim`: the records closest
+# to expiry go, the one written never, one DEL each however far the cap was lowered).
+RESPONSE_PUT = _NOW + _HELPERS + """
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+return trim(KEYS[2], tonumber(ARGV[3]))
+"""
+
+# KEYS: record, index. Returns 1 if there was a record.
+RESPONSE_DELETE = """
+redis.call('ZREM', KEYS[2], KEYS[1])
+return redis.call('DEL', KEYS[1])
+"""
+
 # KEYS: index. Sweeps expired members, returns the live ones.
 COUNT = _NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -210,4 +227,5 @@ return 1
 def sources() -> dict[str, str]:
     """Every script by the name the store calls it by."""
     return {"PIN": PIN, "REPIN": REPIN, "WRITEBACK": WRITEBACK, "TOUCH": TOUCH, "DELETE": DELETE,
-            "LANE": LANE, "LANES": LANES, "UNLANE": UNLANE, "COUNT": COUNT, "CHECK": CHECK}
+            "LANE": LANE, "LANES": LANES, "UNLANE": UNLANE, "RESPONSE_PUT": RESPONSE_PUT,
+            "RESPONSE_DELETE": RESPONSE_DELETE, "COUNT": COUNT, "CHECK": CHECK}
