@@ -21,6 +21,7 @@ from gateway.config import Config, ModelProvider
 from gateway.decider import AffinityStatus, Decider, Plan
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
+from gateway.providers.anthropic_wire import openai_error_message
 from gateway.routing import Decision
 from gateway.tracing import Tracer
 from gateway.upstream import UpstreamClient, UpstreamResponse
@@ -252,12 +253,7 @@ def upstream_message(body: bytes) -> str | None:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None if body.strip() else "no message"
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    return "no message"
+    return openai_error_message(data) or "no message"
 
 
 def scrub(message: str, secret: str | None) -> str:

@@ -145,6 +145,17 @@ def test_provider_statuses_become_what_the_client_should_see(status: int, seen: 
     assert error.message == f"upstream openai/gpt-4o returned {status}: nope"
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"error": "model not loaded"}', "model not loaded"),  # Ollama and some proxies
+    (b'{"detail": "Not Found"}', "Not Found"),  # FastAPI servers
+    (b'{"message": "bad input"}', "bad input"),
+    (b"{}", "no message"),
+    (b"", "no message"),
+])
+def test_the_message_of_an_error_in_the_shapes_compatible_servers_send(body: bytes, message: str) -> None:
+    assert status_error(provider(), 400, body).message == f"upstream openai/gpt-4o returned 400: {message}"
+
+
 def test_keys_never_reach_the_client() -> None:
     assert scrub("bad key sk-provider-secret-1 and sk-live-abcdefgh", "sk-provider-secret-1") == \
         "bad key *** and ***"
