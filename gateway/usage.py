@@ -23,19 +23,17 @@ class UsageScanner:
     upstream; `close` then adds `cut_short`, an error event, so no client takes it for whole.
     """
 
-    __slots__ = ("_head", "_recent", "_recent_size", "cut_short", "first_chunk", "terminator")
+    __slots__ = ("_head", "_recent", "_recent_size", "cut_short", "terminator")
     LIMIT = 4096
 
     def __init__(self, terminator: bytes, cut_short: bytes) -> None:
         self._head = b""
         self._recent: list[bytes] = []  # the newest chunks, joined only now and then
         self._recent_size = 0
-        self.first_chunk = False
         self.terminator = terminator
         self.cut_short = cut_short
 
     def feed(self, chunk: bytes) -> bytes:
-        self.first_chunk = True
         if len(self._head) < self.LIMIT:
             self._head += chunk[: self.LIMIT - len(self._head)]
         self._recent.append(chunk)

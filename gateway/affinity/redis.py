@@ -38,13 +38,13 @@ from redis.asyncio import Redis
 from gateway.affinity.base import LaneRef, Lookup, Pin, Pinned, Quotas, Removal, StoreState, split_key
 from gateway.affinity.breaker import Backoff, CircuitBreaker
 from gateway.affinity.connection import UNAVAILABLE, Commands, PooledCommands, error_code, failure_kind, where
+from gateway.affinity.lanes import MAX_LANES
 from gateway.affinity.memory import MemoryStore
 from gateway.affinity.startup import connect_or_reject, reason, verify
 from gateway.config import RoutingConfig
 
 logger = logging.getLogger("gateway.affinity")
 CLUSTER_BUCKETS = 16
-MAX_LANES = 32  # per session in its lane set: a harness with more sub-agents lists the newest
 # Backoff between probes of a dead Redis is capped at this many cooldowns, so recovery is
 # noticed within seconds of Redis returning rather than the 30 s a plain cap would allow.
 PROBE_CAP_COOLDOWNS = 4
@@ -397,12 +397,3 @@ class RedisStore:
         finally:
             self._publishing = {}
             self._flush = None
-
-    def debug_state(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "breaker_open": self.breaker.open,
-            "local_pins": len(self.local),
-            "unpublished_pins": self.pending,
-            "restored_pins": self.restored,
-        }

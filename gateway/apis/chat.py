@@ -53,9 +53,12 @@ def stream_error(error: GatewayError) -> bytes:
     return encode_event(error.body())
 
 
+# The last event of a pass-through stream the upstream cut short: built once, not per stream.
+_CUT_SHORT_EVENT = stream_error(BadGateway(CUT_SHORT, reason="reset", code="upstream_stream_incomplete"))
+
+
 def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> StreamTranslator:
-    cut_short = BadGateway(CUT_SHORT, reason="reset", code="upstream_stream_incomplete")
-    return UsageScanner(b"data: [DONE]", stream_error(cut_short))
+    return UsageScanner(b"data: [DONE]", _CUT_SHORT_EVENT)
 
 
 def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:

@@ -61,9 +61,13 @@ def stream_error(error: GatewayError) -> bytes:
     return encode_event(error_body(error), event="error")
 
 
+# The last event of a pass-through stream the upstream cut short: built once, not per stream.
+_CUT_SHORT_EVENT = encode_event(
+    orjson.dumps(anthropic_wire.anthropic_error_body(502, CUT_SHORT)), event="error")
+
+
 def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> StreamTranslator:
-    cut_short = orjson.dumps(anthropic_wire.anthropic_error_body(502, CUT_SHORT))
-    return UsageScanner(b"event: message_stop", encode_event(cut_short, event="error"))
+    return UsageScanner(b"event: message_stop", _CUT_SHORT_EVENT)
 
 
 def _to_chat(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:

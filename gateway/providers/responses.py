@@ -362,10 +362,3 @@ def response_object(
         "metadata": request.get("metadata") or {},
         "prompt_cache_key": request.get("prompt_cache_key"),
     }
-
-
-def output_text(output: list[dict[str, Any]]) -> str:
-    return "".join(
-        part.get("text", "") for item in output if item.get("type") == "message"
-        for part in item.get("content") or () if part.get("type") == "output_text"
-    )

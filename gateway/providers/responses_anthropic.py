@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.errors import BadRequest
 from gateway.providers import anthropic
-from gateway.providers.anthropic_wire import TranslationError, tool_call_of
+from gateway.providers.anthropic_wire import TranslationError, finish_reason, tool_call_of
 from gateway.providers.responses import (
     call_item,
     message_item,
@@ -24,7 +24,6 @@ from gateway.providers.responses import (
     status_of_finish,
     to_chat_request,
 )
-from gateway.providers.responses_stream import _STOP_REASONS
 from gateway.providers.responses_tools import call_shapes
 
 
@@ -66,7 +65,8 @@ def from_message(
     usage = message.get("usage") or {}
     cached = _count(usage.get("cache_read_input_tokens"))
     prompt = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens")) + cached
-    status, incomplete = status_of_finish(_STOP_REASONS.get(message.get("stop_reason") or "", "stop"))
+    stop = message.get("stop_reason")
+    status, incomplete = status_of_finish(finish_reason(stop if isinstance(stop, str) else None))
     return response_object(
         request, response_id, model, output, status,
         usage=responses_usage(prompt, _count(usage.get("output_tokens")), cached), incomplete=incomplete,

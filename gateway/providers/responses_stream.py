@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
+from gateway.providers.anthropic_wire import finish_reason
 from gateway.providers.responses import (
     function_call_item,
     message_item,
@@ -38,9 +39,6 @@ logger = logging.getLogger("gateway.responses")
 
 _TRUNCATED = "the upstream ended the stream before the response was complete"
 _BAD_SHAPE = "the upstream sent an event of an unexpected shape"
-_STOP_REASONS = {
-    "max_tokens": "length", "model_context_window_exceeded": "length", "refusal": "content_filter",
-}
 
 
 class ResponseEvents:
@@ -184,10 +182,6 @@ class ResponseEvents:
         failed = self.response("failed", error={"code": known, "message": f"{code}: {message}"})
         self.final = None
         return out + self.event("response.failed", {"response": failed})
-
-    def error(self, error: GatewayError) -> bytes:
-        """An `error` event for a failure of the gateway or the connection mid-stream."""
-        return self.event("error", {"code": error.code, "message": error.message, "param": error.param})
 
 
 class _Assembler:
@@ -356,7 +350,7 @@ class MessagesToResponsesStream(_Assembler):
             cached = self._input["cache_read_input_tokens"]
             prompt = sum(self._input.values())
             usage = responses_usage(prompt, self._output_tokens, cached)
-            return self._finish(_STOP_REASONS.get(self._stop or "", "stop"), usage)
+            return self._finish(finish_reason(self._stop), usage)
         if kind == "error":
             self._done = True
             error = data.get("error") or {}

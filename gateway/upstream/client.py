@@ -101,10 +101,9 @@ class UpstreamResponse:
         self.status = connection.status
         self.headers: Mapping[str, str] = _headers(connection.raw_headers)
 
-    async def read(self, limit: int | None = None) -> bytes:
-        """The whole body; a 502 past `limit` bytes (default `upstream.max_response_bytes`)."""
-        if limit is None:
-            limit = self._client.config.max_response_bytes
+    async def read(self) -> bytes:
+        """The whole body; a 502 past `upstream.max_response_bytes`."""
+        limit = self._client.config.max_response_bytes
         declared = self.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             self.close()
