@@ -447,3 +447,18 @@ def test_first_byte_timeout_alone_keeps_its_old_meaning_for_one_release_with_a_w
     assert both.warnings == ()
     with pytest.raises(ConfigError, match=r"^upstream.max_response_bytes: must be between 1024"):
         parse_config({**base, "upstream": {"max_response_bytes": 10}}, environ={})
+
+
+def test_a_name_a_wildcard_serves_is_resolved_once_and_the_memory_of_names_is_bounded() -> None:
+    config = parse_config({"model_providers": [
+        {"model": "openai/gpt-4o", "access_key": "k", "default": True},
+        {"model": "anthropic/*", "access_key": "k"}]}, environ={})
+    first = config.resolve("claude-opus-4-8")
+    assert first is not None and first.model == "anthropic/claude-opus-4-8"
+    assert config.resolve("claude-opus-4-8") is first  # remembered, not made again
+    assert config.resolve("anthropic/claude-haiku-4-5") is not None
+    assert config.resolve("mistral-large") is None and config.resolve("mistral-large") is None
+    for n in range(5000):  # client-chosen names: the memory of them stays bounded
+        config.resolve(f"anthropic/claude-{n}")
+    assert len(config._through_wildcards) <= 1024
+    assert config.resolve("claude-opus-4-8") == first
