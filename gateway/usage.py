@@ -93,7 +93,7 @@ def _lines_with(block: bytes, needle: bytes) -> list[bytes]:
     return lines
 
 
-def _int(value: Any) -> int:
+def token_count(value: Any) -> int:
     """A token count, or 0 for anything that is not a count (it feeds monotonic counters)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -102,18 +102,19 @@ def counts_of(usage: dict[str, Any]) -> dict[str, int]:
     """One `usage` object of any client API as the gateway's three counts."""
     if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI Chat Completions
         details = usage.get("prompt_tokens_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-        return {"prompt_tokens": _int(usage.get("prompt_tokens")),
-                "completion_tokens": _int(usage.get("completion_tokens")),
+        cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        return {"prompt_tokens": token_count(usage.get("prompt_tokens")),
+                "completion_tokens": token_count(usage.get("completion_tokens")),
                 "cached_prompt_tokens": cached}
     details = usage.get("input_tokens_details")
     if isinstance(details, dict):  # OpenAI Responses: its input_tokens include the cached ones
-        return {"prompt_tokens": _int(usage.get("input_tokens")),
-                "completion_tokens": _int(usage.get("output_tokens")),
-                "cached_prompt_tokens": _int(details.get("cached_tokens"))}
-    cached = _int(usage.get("cache_read_input_tokens"))  # Anthropic: input_tokens exclude them
-    prompt = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + cached
-    return {"prompt_tokens": prompt, "completion_tokens": _int(usage.get("output_tokens")),
+        return {"prompt_tokens": token_count(usage.get("input_tokens")),
+                "completion_tokens": token_count(usage.get("output_tokens")),
+                "cached_prompt_tokens": token_count(details.get("cached_tokens"))}
+    cached = token_count(usage.get("cache_read_input_tokens"))  # Anthropic: input_tokens exclude them
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    prompt = token_count(usage.get("input_tokens")) + written + cached
+    return {"prompt_tokens": prompt, "completion_tokens": token_count(usage.get("output_tokens")),
             "cached_prompt_tokens": cached}
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from gateway.config import ModelProvider
 from gateway.errors import BadRequest
+from gateway.usage import counts_of
 
 # Anthropic stop_reason -> OpenAI finish_reason.
 FINISH_REASONS: dict[str, str] = {
@@ -54,35 +55,28 @@ def stop_reason(finish: str | None, *, saw_tool_call: bool = False) -> str:
 
 def chat_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage -> OpenAI usage. Anthropic counts cached input apart; OpenAI does not."""
-    usage = usage or {}
-    cache_read = _int(usage.get("cache_read_input_tokens"))
-    prompt = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + cache_read
-    completion = _int(usage.get("output_tokens"))
+    counts = counts_of(usage or {})
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
+        "prompt_tokens_details": {"cached_tokens": counts["cached_prompt_tokens"]},
     }
 
 
 def messages_usage(usage: dict[str, Any] | None) -> dict[str, int]:
     """OpenAI usage -> Anthropic usage; cached prompt tokens become cache reads."""
-    usage = usage or {}
-    details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    prompt = _int(usage.get("prompt_tokens"))
+    counts = counts_of(usage or {})
+    cached = counts["cached_prompt_tokens"]
     out = {
-        "input_tokens": max(prompt - cached, 0),
-        "output_tokens": _int(usage.get("completion_tokens")),
+        "input_tokens": max(counts["prompt_tokens"] - cached, 0),
+        "output_tokens": counts["completion_tokens"],
     }
     if cached:
         out["cache_read_input_tokens"] = cached
     return out
 
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def json_text(value: Any) -> str:

@@ -29,6 +29,7 @@ from gateway.providers.responses_tools import (
     offered,
     with_namespace,
 )
+from gateway.usage import token_count
 
 logger = logging.getLogger("gateway.responses")
 
@@ -232,12 +233,12 @@ def to_chat_request(
 def usage_of_chat(usage: Any) -> dict[str, Any] | None:
     if not isinstance(usage, dict):
         return None
-    prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    prompt, completion = token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
     prompt_details = usage.get("prompt_tokens_details")
     completion_details = usage.get("completion_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    cached = token_count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
     reasoning = (
-        _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+        token_count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
     )
     return responses_usage(prompt, completion, cached, reasoning)
 
@@ -251,9 +252,6 @@ def responses_usage(prompt: int, completion: int, cached: int = 0, reasoning: in
         "total_tokens": prompt + completion,
     }
 
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def message_item(text: str, item_id: str | None = None, status: str = "completed") -> dict[str, Any]:

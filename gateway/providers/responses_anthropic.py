@@ -25,6 +25,7 @@ from gateway.providers.responses import (
     to_chat_request,
 )
 from gateway.providers.responses_tools import call_shapes
+from gateway.usage import counts_of
 
 
 def to_messages_request(
@@ -62,14 +63,15 @@ def from_message(
             output.append(call_item(call_id, block.get("name", ""), arguments, shapes))
     if texts:
         output.insert(0, message_item("".join(texts)))
-    usage = message.get("usage") or {}
-    cached = _count(usage.get("cache_read_input_tokens"))
-    prompt = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens")) + cached
+    given = message.get("usage")
+    usage = counts_of(given if isinstance(given, dict) else {})
     stop = message.get("stop_reason")
     status, incomplete = status_of_finish(finish_reason(stop if isinstance(stop, str) else None))
     return response_object(
         request, response_id, model, output, status,
-        usage=responses_usage(prompt, _count(usage.get("output_tokens")), cached), incomplete=incomplete,
+        usage=responses_usage(
+            usage["prompt_tokens"], usage["completion_tokens"], usage["cached_prompt_tokens"]),
+        incomplete=incomplete,
     )
 
 
@@ -86,6 +88,3 @@ def _client_field(param: str | None) -> str | None:
     top = param.split("[", 1)[0].split(".", 1)[0]
     return _CLIENT_FIELDS.get(top, top)
 
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

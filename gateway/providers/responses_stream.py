@@ -33,7 +33,7 @@ from gateway.providers.responses import (
 )
 from gateway.providers.responses_tools import call_shapes, custom_call_item, custom_input, with_namespace
 from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
-from gateway.usage import counts_of
+from gateway.usage import counts_of, token_count
 
 logger = logging.getLogger("gateway.responses")
 
@@ -319,8 +319,8 @@ class MessagesToResponsesStream(_Assembler):
         if kind == "message_start":
             usage = data["message"].get("usage") or {}
             for key in self._input:
-                self._input[key] = max(self._input[key], _count(usage.get(key)))
-            self._output_tokens = _count(usage.get("output_tokens"))
+                self._input[key] = max(self._input[key], token_count(usage.get(key)))
+            self._output_tokens = token_count(usage.get("output_tokens"))
             return self.events.start()
         if kind == "content_block_start":
             block = data["content_block"]
@@ -342,9 +342,9 @@ class MessagesToResponsesStream(_Assembler):
         if kind == "message_delta":
             self._stop = (data.get("delta") or {}).get("stop_reason") or self._stop
             usage = data.get("usage") or {}
-            self._output_tokens = max(self._output_tokens, _count(usage.get("output_tokens")))
+            self._output_tokens = max(self._output_tokens, token_count(usage.get("output_tokens")))
             for key in self._input:
-                self._input[key] = max(self._input[key], _count(usage.get(key)))
+                self._input[key] = max(self._input[key], token_count(usage.get(key)))
             return b""
         if kind == "message_stop":
             cached = self._input["cache_read_input_tokens"]
@@ -362,9 +362,6 @@ def _text(value: Any) -> str:
     """A name or an id from the upstream: a string, or (of another type) nothing."""
     return value if isinstance(value, str) else ""
 
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class NativeResponsesStream:
