@@ -62,6 +62,11 @@ class Conversation:
     digest: str  # hash of the raw body: ids derive from it so they are deterministic too
     include_usage: bool = False  # OpenAI stream_options.include_usage
     cached_tokens: int = 0  # the part of the prompt read from the model's prompt cache
+    # The request as chat messages when its API has none (Responses): what the prompt cache
+    # reads, instead of the body as sent.
+    prompt: JsonObject | None = None
+    # What one API's renderer needs of its own request (Responses: its body and whole input).
+    request: Any = None
 
     @property
     def prompt_tokens(self) -> int:

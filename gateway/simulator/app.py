@@ -75,10 +75,11 @@ class Simulator:
             ("requests", "open_streams", "completed_streams", "cancelled_streams"), 0
         )
         self._cache = PrefixCache()
+        self._responses = ResponsesApi()  # the responses it keeps, for previous_response_id
         self._apis: dict[str, Api] = {
             "/v1/chat/completions": openai.API,
             "/v1/messages": anthropic.API,
-            "/v1/responses": ResponsesApi().api(),
+            "/v1/responses": self._responses.api(),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,10 +113,12 @@ class Simulator:
             except BadRequest as exc:
                 await _respond(send, 400, anthropic.error(400, exc.message, exc.param))
         elif path.startswith("/v1/responses/") and method == "DELETE":
-            # Stateless: every id is one it "had", as the provider the gateway forwards deletes to.
             response_id = path.removeprefix("/v1/responses/")
-            deleted = {"id": response_id, "object": "response.deleted", "deleted": True}
-            await _respond(send, 200, orjson.dumps(deleted))
+            if self._responses.delete(response_id):
+                deleted = {"id": response_id, "object": "response.deleted", "deleted": True}
+                await _respond(send, 200, orjson.dumps(deleted))
+            else:
+                await _respond(send, 404, openai.error(404, f"no response {response_id!r}", "response_id"))
         elif path == "/v1/models" and method == "GET":
             await _respond(send, 200, _MODELS)
         elif path == "/healthz" and method == "GET":
@@ -146,7 +149,8 @@ class Simulator:
             return
         jitter = self._rng.uniform(0, settings.jitter_ms) if settings.jitter_ms else 0.0
         first = start + (settings.ttft_ms + jitter) / 1000
-        cached = self._cache.read(conversation.model, parsed, conversation.prompt_tokens)
+        prompt = conversation.prompt if conversation.prompt is not None else parsed
+        cached = self._cache.read(conversation.model, prompt, conversation.prompt_tokens)
         conversation = dataclasses.replace(conversation, cached_tokens=cached)
         answer = reply(conversation, settings.answer_tokens)
         created = int(time.time())

@@ -36,7 +36,6 @@ class ResponsesApi:
 
     def __init__(self) -> None:
         self._kept: OrderedDict[str, list[JsonObject]] = OrderedDict()  # response id -> items
-        self._pending: OrderedDict[str, tuple[list[JsonObject], JsonObject]] = OrderedDict()
 
     def api(self) -> Api:
         return Api(parse=self.parse, render=self.render, stream=self.stream, error=openai.error)
@@ -59,24 +58,27 @@ class ResponsesApi:
         except GatewayBadRequest as exc:
             raise BadRequest(exc.message, exc.param) from None
         conversation = openai.parse(chat, digest)
-        self._pending[digest] = (items, body)
-        while len(self._pending) > KEEP:
-            self._pending.popitem(last=False)
-        return replace(conversation, stream=body.get("stream") is True)
+        # The request travels with its conversation: two identical requests at once each keep
+        # their own (a table keyed by the body's digest would hand the second one nothing).
+        return replace(conversation, stream=body.get("stream") is True, prompt=chat,
+                       request=(items, body))
 
-    def _keep(self, digest: str, response_id: str, output: list[JsonObject]) -> JsonObject:
-        items, body = self._pending.pop(digest, ([], {}))
+    def _keep(self, conversation: Conversation, response_id: str, output: list[JsonObject]) -> None:
+        items, body = conversation.request
         if body.get("store") is not False:
             self._kept[response_id] = items + output
             while len(self._kept) > KEEP:
                 self._kept.popitem(last=False)
-        return body
+
+    def delete(self, response_id: str) -> bool:
+        """DELETE /v1/responses/{id}: forgets a response it kept; False for one it never had."""
+        return self._kept.pop(response_id, None) is not None
 
     def render(self, conversation: Conversation, reply: Reply, created: int) -> bytes:
         response_id = f"resp_{conversation.digest}"
-        body = self._pending.get(conversation.digest, ([], {}))[1]
-        output = _output(conversation, reply, call_shapes(body))
-        self._keep(conversation.digest, response_id, output)
+        items, body = conversation.request
+        output = _output(conversation, reply, call_shapes(body, items))
+        self._keep(conversation, response_id, output)
         status = "incomplete" if reply.truncated else "completed"
         incomplete = {"reason": "max_output_tokens"} if reply.truncated else None
         return orjson.dumps(response_object(
@@ -86,8 +88,8 @@ class ResponsesApi:
 
     def stream(self, conversation: Conversation, reply: Reply, created: int) -> StreamEvents:
         response_id = f"resp_{conversation.digest}"
-        body = self._pending.get(conversation.digest, ([], {}))[1]
-        events = ResponseEvents(body, response_id, conversation.model)
+        items, body = conversation.request
+        events = ResponseEvents(body, response_id, conversation.model, items)
         events.start()
         out: StreamEvents = [(0, events.drain())]
         call = reply.tool_call
@@ -103,7 +105,7 @@ class ResponsesApi:
         events.finish("length" if reply.truncated else "stop", _usage(conversation, reply))
         out.append((last, events.drain()))
         assert events.final is not None
-        self._keep(conversation.digest, response_id, events.final["output"])
+        self._keep(conversation, response_id, events.final["output"])
         return out
 
 
@@ -116,4 +118,4 @@ def _output(conversation: Conversation, reply: Reply, shapes: Shapes) -> list[Js
 
 
 def _usage(conversation: Conversation, reply: Reply) -> JsonObject:
-    return responses_usage(conversation.prompt_tokens, len(reply.tokens))
+    return responses_usage(conversation.prompt_tokens, len(reply.tokens), conversation.cached_tokens)

@@ -379,3 +379,41 @@ def test_request_log_keeps_the_last_200(url: str) -> None:
 def test_settings_reject_nonsense(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         SimulatorSettings(**bad)
+
+
+# --- the native Responses endpoint ------------------------------------------------------------
+
+CUSTOM_EXEC = {"type": "custom", "name": "exec", "description": "run code"}
+
+
+def test_identical_responses_requests_at_once_each_keep_their_own_request() -> None:
+    """Each request travels with its conversation: the second of two identical requests in
+    flight together still answers a custom tool's call as one (its shape comes from its body)."""
+    body = {"model": "gpt-4o-mini", "input": "run it", "tools": [CUSTOM_EXEC], "store": False}
+    with serve(ttft_ms=300) as base:  # both wait here at the same time
+        results: list[Any] = [None, None]
+
+        def call(index: int) -> None:
+            results[index] = httpx.post(f"{base}/v1/responses", json=body, timeout=10).json()
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert [r["output"][0]["type"] for r in results] == ["custom_tool_call", "custom_tool_call"]
+
+
+def test_a_responses_conversation_reads_its_prefix_from_the_cache_and_can_be_deleted(url: str) -> None:
+    first = httpx.post(f"{url}/v1/responses", json={
+        "model": "gpt-4o-mini", "instructions": "be brief " * 50, "input": "first turn"}).json()
+    again = httpx.post(f"{url}/v1/responses", json={
+        "model": "gpt-4o-mini", "instructions": "be brief " * 50, "input": "second turn",
+        "previous_response_id": first["id"]}).json()
+    assert first["usage"]["input_tokens_details"]["cached_tokens"] == 0
+    assert 0 < again["usage"]["input_tokens_details"]["cached_tokens"] < again["usage"]["input_tokens"]
+    assert httpx.delete(f"{url}/v1/responses/{again['id']}").json()["deleted"] is True
+    assert httpx.delete(f"{url}/v1/responses/{again['id']}").status_code == 404
+    gone = httpx.post(f"{url}/v1/responses", json={
+        "model": "gpt-4o-mini", "input": "third", "previous_response_id": again["id"]})
+    assert gone.status_code == 400 and gone.json()["error"]["param"] == "previous_response_id"
