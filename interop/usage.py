@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from gateway.usage import counts_of
 from interop.capture import Usage
 
 
@@ -45,17 +46,13 @@ def _usage_of(data: dict[str, Any]) -> Usage | None:
 
 
 def _tokens(usage: dict[str, Any]) -> Usage | None:
-    if "prompt_tokens" in usage:  # OpenAI Chat Completions
-        details = usage.get("prompt_tokens_details") or {}
-        return Usage(_int(usage["prompt_tokens"]), _int(details.get("cached_tokens")))
-    details = usage.get("input_tokens_details")
-    if isinstance(details, dict):  # Responses
-        return Usage(_int(usage.get("input_tokens")), _int(details.get("cached_tokens")))
-    if "input_tokens" in usage or "cache_read_input_tokens" in usage:  # Anthropic
-        read = _int(usage.get("cache_read_input_tokens"))
-        created = _int(usage.get("cache_creation_input_tokens"))
-        return Usage(_int(usage.get("input_tokens")) + read + created, read)
-    return None  # a message_delta with output tokens only
+    if not _PROMPT_KEYS & usage.keys():
+        return None  # a message_delta with output tokens only
+    counts = counts_of(usage)  # the gateway's own reading of every API's usage
+    return Usage(counts["prompt_tokens"], counts["cached_prompt_tokens"])
+
+
+_PROMPT_KEYS = frozenset({"prompt_tokens", "input_tokens", "cache_read_input_tokens"})
 
 
 def _merge(found: Iterator[Usage | None]) -> Usage | None:
@@ -66,6 +63,3 @@ def _merge(found: Iterator[Usage | None]) -> Usage | None:
             best = usage
     return best
 
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from gateway.usage import usage_of
+
 JsonObject = dict[str, Any]
 
 SYSTEM_PROMPT = (
@@ -230,13 +232,8 @@ def _message(response: httpx.Response) -> JsonObject:
 
 def _usage(response: httpx.Response) -> tuple[int, int]:
     """(prompt tokens, cached prompt tokens) of an OpenAI response; zeros when not reported."""
-    usage = response.json().get("usage")
-    if not isinstance(usage, dict):
-        return 0, 0
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    prompt = usage.get("prompt_tokens")
-    return (prompt if isinstance(prompt, int) else 0), (cached if isinstance(cached, int) else 0)
+    counts = usage_of(response.content)
+    return (0, 0) if counts is None else (counts["prompt_tokens"], counts["cached_prompt_tokens"])
 
 
 def _arguments(raw: Any) -> JsonObject:
