@@ -35,3 +35,19 @@ def test_a_lane_that_switches_model_or_fails_or_loses_its_pin_is_reported() -> N
     assert any("2 models served" in p for p in problems)
     assert any("non-2xx" in p for p in problems)
     assert any("statuses in order new hit none hit" in p for p in problems)
+
+
+def test_prompt_and_cached_tokens_are_read_from_every_api_shape() -> None:
+    from interop.capture import Usage
+    from interop.usage import from_body
+
+    chat = b'{"usage": {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}}}'
+    responses = b'{"response": {"usage": {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 3}}}}'
+    anthropic_stream = (
+        b'data: {"type": "message_start", "message": {"usage": {"input_tokens": 2, '
+        b'"cache_read_input_tokens": 6, "cache_creation_input_tokens": 1}}}\n\n'
+        b'data: {"type": "message_delta", "usage": {"output_tokens": 5}}\n\n')
+    assert from_body(chat, "application/json") == Usage(10, 4)
+    assert from_body(responses, "application/json") == Usage(9, 3)
+    assert from_body(anthropic_stream, "text/event-stream") == Usage(9, 6)
+    assert from_body(b"<html>", "text/html") is None
