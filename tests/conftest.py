@@ -20,6 +20,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def killable_redis() -> Iterator[RedisServer]:
+    """A private server for one test alone: it may be killed and restarted on its port."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """A clean database on the private server for each test."""
     redis_server.command("FLUSHALL")

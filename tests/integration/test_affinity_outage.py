@@ -8,7 +8,6 @@ import itertools
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,16 +20,6 @@ from gateway.affinity import Pin, Removal, pin_key
 from tests.configs import CODE, REASON, three_models
 from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
 from tests.unit.test_affinity_redis import A, B, C, eventually, opened, routing
-
-
-@pytest.fixture
-def killable_redis() -> Iterator[RedisServer]:
-    """A private server for this test alone: it gets killed and restarted on its port."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def roomy(config: dict[str, Any]) -> dict[str, Any]:

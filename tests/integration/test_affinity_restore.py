@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from gateway.affinity import pin_key
 from tests.configs import CODE, REASON, three_models
 from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
 from tests.unit.test_affinity_redis import A, B, C, opened, routing
-
-
-@pytest.fixture
-def killable_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def restart_empty(server: RedisServer) -> None:

@@ -431,7 +431,7 @@ def test_no_headers_within_the_first_byte_timeout_is_a_504(runner: Runner) -> No
 
         async with Scripted(silent) as server:
             upstream = await opened(first_byte_timeout_ms=100)
-            with pytest.raises(GatewayTimeout):
+            with pytest.raises(GatewayTimeout, match=r"upstream\.first_byte_timeout_ms"):  # names its key
                 await upstream.post(server.url(), {}, BODY)
             await upstream.close()
     runner(main())

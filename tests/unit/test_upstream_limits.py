@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from gateway.errors import BadGateway, ServiceUnavailable
 from tests.support import Runner
-from tests.unit.test_upstream import BODY, OK, Scripted, opened, until
+from tests.unit.test_upstream import BODY, OK, Scripted, opened, reply, until
 
 MIB = 1024 * 1024
 
@@ -49,19 +49,13 @@ def test_an_endless_body_is_a_502_at_max_response_bytes(runner: Runner) -> None:
 def test_a_declared_length_past_the_limit_fails_before_reading(runner: Runner) -> None:
     async def main() -> None:
         huge = b"HTTP/1.1 200 OK\r\ncontent-length: 99999999\r\n\r\n"
-        async with Scripted(lambda w, n: _write(w, huge)) as server:
+        async with Scripted(reply(huge)) as server:
             upstream = await opened(max_response_bytes=MIB)
             response = await upstream.post(server.url(), {}, BODY)
             with pytest.raises(BadGateway, match="max_response_bytes"):
                 await response.read()
             await upstream.close()
     runner(main())
-
-
-async def _write(writer: asyncio.StreamWriter, data: bytes, keep: bool = True) -> bool:
-    writer.write(data)
-    await writer.drain()
-    return keep
 
 
 def test_endless_headers_are_a_502_at_max_header_bytes(runner: Runner) -> None:
@@ -122,7 +116,7 @@ def test_a_short_error_body_is_read_whole_and_its_connection_kept(runner: Runner
     async def main() -> None:
         error = b'{"error":{"message":"no"}}'
         answer = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: %d\r\n\r\n%s" % (len(error), error)
-        async with Scripted(lambda w, n: _write(w, answer)) as server:
+        async with Scripted(reply(answer)) as server:
             upstream = await opened()
             for _ in range(2):
                 response = await upstream.post(server.url(), {}, BODY)
@@ -139,7 +133,7 @@ def test_a_provider_at_its_cap_does_not_hold_up_another_origin(runner: Runner) -
             await asyncio.Event().wait()
             return False
 
-        async with Scripted(slow_stream) as slow, Scripted(lambda w, n: _write(w, OK)) as healthy:
+        async with Scripted(slow_stream) as slow, Scripted(reply(OK)) as healthy:
             upstream = await opened(max_connections=2, pool_timeout_ms=200)
             held = [await upstream.post(slow.url(), {}, BODY) for _ in range(2)]
             response = await upstream.post(healthy.url(), {}, BODY)
@@ -173,23 +167,9 @@ def test_the_first_byte_timeout_does_not_cut_a_pause_inside_the_body(runner: Run
     runner(main())
 
 
-def test_timeouts_name_the_key_that_ran_out(runner: Runner) -> None:
-    async def main() -> None:
-        async def silent(writer: asyncio.StreamWriter, nth: int) -> bool:
-            await asyncio.Event().wait()
-            return False
-
-        async with Scripted(silent) as server:
-            upstream = await opened(first_byte_timeout_ms=50)
-            with pytest.raises(GatewayTimeout, match=r"upstream\.first_byte_timeout_ms"):
-                await upstream.post(server.url(), {}, BODY)
-            await upstream.close()
-    runner(main())
-
-
 def test_requests_say_who_sends_them(runner: Runner) -> None:
     async def main() -> None:
-        async with Scripted(lambda w, n: _write(w, OK)) as server:
+        async with Scripted(reply(OK)) as server:
             upstream = await opened()
             await (await upstream.post(server.url(), {}, BODY)).read()
             await upstream.close()
