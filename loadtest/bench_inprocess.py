@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(1, str(HERE))
 
 import orjson  # noqa: E402
 import uvloop  # noqa: E402
-from stack import free_port, gateway_config  # noqa: E402
+from stack import free_port, gateway_config, tcp_open, wait_until  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
@@ -117,15 +116,7 @@ def main() -> int:
         os.sched_setaffinity(upstream.pid, {int(load_cpu)})
         os.sched_setaffinity(0, {int(cpu)})
     try:
-        deadline = time.monotonic() + 10
-        while True:  # wait for the upstream's port
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(lambda: tcp_open(port), 10, "the canned upstream")
         results = uvloop.run(measure(App(f"http://127.0.0.1:{port}"), rounds))
     finally:
         upstream.kill()

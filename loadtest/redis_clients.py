@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,19 +97,12 @@ def main() -> int:
     server_cpu = os.environ.get("BENCH_SERVER_CPU", "0")
     load_cpu = os.environ.get("BENCH_LOAD_CPU", "1")
     sys.path.insert(0, str(HERE))
-    from stack import free_port
+    from stack import Stack, redis_command
 
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="agw-bench-redis-")
-    redis = subprocess.Popen(
-        ["taskset", "-c", load_cpu, shutil.which("redis-server") or "redis-server", "--port", str(port),
-         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-    )
     best: dict[str, tuple[float, float]] = {}
-    try:
-        time.sleep(0.5)
-        subprocess.run(["redis-cli", "-p", str(port), "SET", KEY, VALUE], check=True, capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="agw-bench-redis-") as folder, Stack(Path(folder)) as stack:
+        port, _ = stack.redis(load_cpu)  # waits for its PING, not for a guess of time
+        redis_command(port, "SET", KEY, VALUE)
         for _ in range(ROUNDS):
             for name in CLIENTS:
                 child = ["taskset", "-c", server_cpu, sys.executable, __file__, name, str(port)]
@@ -122,10 +114,6 @@ def main() -> int:
                 rate, per = int(count) / SECONDS, float(cpu) / int(count) * 1e6
                 if name not in best or per < best[name][1]:
                     best[name] = (rate, per)
-    finally:
-        redis.terminate()
-        redis.wait()
-        shutil.rmtree(folder, ignore_errors=True)
     print("| client | GET/s | CPU us/GET |\n|---|---:|---:|")
     for name, (rate, per) in best.items():
         print(f"| {name} | {rate:,.0f} | {per:.1f} |")
