@@ -271,6 +271,11 @@ class Pipeline:
             for task in (pumping, watching):
                 task.cancel()
             served.response.close()  # a client that left closes the upstream request too
+            if not ctx.recorded:
+                # The client left first, often right after the stream's last event while the
+                # upstream's end was still on its way: the tokens it used are counted all the same.
+                ctx.usage = translator.usage
+                self._count_usage(ctx, provider.model)
         if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
             raise pumping.exception()  # type: ignore[misc]
 

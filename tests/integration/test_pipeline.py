@@ -128,6 +128,55 @@ def test_stream_chunks_arrive_before_the_upstream_finishes() -> None:
         assert rest == ["last"]
 
 
+class LingeringUpstream:
+    """Streams a whole answer, usage and [DONE] included, then holds its response open."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        await send({"type": "http.response.body", "more_body": True, "body":
+                    head + b'[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+                    + head + b'[],"usage":{"prompt_tokens":11,"completion_tokens":7}}\n\n'
+                    + b"data: [DONE]\n\n"})
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_client_that_leaves_after_the_last_event_still_has_its_tokens_counted() -> None:
+    """A client closes as soon as it reads [DONE], often before the upstream's end arrives:
+    the request is still recorded as a 200 with the tokens the upstream reported."""
+    upstream = LingeringUpstream()
+    with serve(upstream) as up, gateway(three_models(up.url)) as server:
+        try:
+            body = {**GOOD, "stream": True, "stream_options": {"include_usage": True}}
+            with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    if line == "data: [DONE]":
+                        break
+
+            def tokens() -> list[str]:
+                return [line for line in httpx.get(f"{server.url}/metrics").text.splitlines()
+                        if line.startswith("gateway_tokens_total")]
+
+            counted = wait_for(lambda: tokens(), message="the tokens of the stream were not counted")
+            assert any('kind="prompt"' in line and line.endswith(" 11.0") for line in counted)
+            assert any('kind="completion"' in line and line.endswith(" 7.0") for line in counted)
+            assert not upstream.release.is_set()  # counted while the upstream had not ended
+        finally:
+            upstream.release.set()
+
+
 def test_client_disconnect_closes_the_upstream_stream() -> None:
     slow = create_simulator_app(SimulatorSettings(tokens_per_s=20, answer_tokens=200))
     with serve(slow) as sim, gateway(three_models(sim.url)) as server:
