@@ -57,6 +57,8 @@ class Decider:
         self.metrics = metrics
         self.reroute = config.routing.on_pinned_failure == "reroute"
         self.unknown_to_default = config.routing.unknown_model == "default"
+        # A sliding TTL restarts the session's lane listing on each hit, so the lookup names it.
+        self.sliding = config.routing.session_ttl_refresh
         self.lanes = LaneIndex()
         # A follow-up no other source placed goes back to the model of what it continues.
         self.follow_previous = any(
@@ -91,7 +93,8 @@ class Decider:
         key = pin_key(tenant, session.affinity_id, session.lane, tag)
         self.lanes.saw(tenant, session.affinity_id, session.lane)
         started = time.perf_counter()
-        lookup = await self.store.get(key)
+        listing = self._session_key(key, tenant, session, tag) if self.sliding else None
+        lookup = await self.store.get(key, listing)
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
         if lookup.degraded:
             self.metrics.affinity("degraded")
@@ -108,8 +111,8 @@ class Decider:
         if not pin:
             return Plan(decision, "none", session=session)
         started = time.perf_counter()
-        session_key = pin_key(tenant, session.affinity_id, tag=tag)  # lists the lane for the admin API
-        pinned = await self.store.pin(key, Pin(decision.model, decision.route), (session_key, session.lane))
+        lane = (self._session_key(key, tenant, session, tag), session.lane)  # listed for the admin API
+        pinned = await self.store.pin(key, Pin(decision.model, decision.route), lane)
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
         if pinned.evicted:
             self.metrics.affinity("evicted", pinned.evicted)
@@ -123,6 +126,11 @@ class Decider:
         served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
         status = "degraded" if pinned.degraded else "hit"
         return Plan(served, status, key, may_reroute=self.reroute, session=session)
+
+    @staticmethod
+    def _session_key(key: str, tenant: str, session: Session, tag: str) -> str:
+        """The session's lane-less key (a lane's pin key names the lane too)."""
+        return pin_key(tenant, session.affinity_id, tag=tag) if session.lane else key
 
     def _continued(self, continues: tuple[str, str | None]) -> Plan | None:
         """A Responses follow-up goes back to the model that produced what it continues (its

@@ -126,7 +126,7 @@ class AffinityAdmin:
         found = []
         unknowable = False  # a lane this replica holds no copy of while Redis is down
         for lane in lanes:
-            lookup = await self.store.get(pin_key(tenant, affinity_id, lane))
+            lookup = await self.store.get(pin_key(tenant, affinity_id, lane), touch=False)
             if lookup.pin is not None:
                 found.append({"lane": lane, "model": lookup.pin.model, "route": lookup.pin.route,
                               "degraded": lookup.degraded,

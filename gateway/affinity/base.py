@@ -111,7 +111,11 @@ class AffinityStore(Protocol):
     name: str
     state: StoreState  # "degraded": the shared store is not answering (fail-open)
 
-    async def get(self, key: str) -> Lookup: ...
+    async def get(self, key: str, session: str | None = None, *, touch: bool = True) -> Lookup:
+        """`session`: the lane-less key of the session the pin is a lane of, whose lane listing
+        a sliding TTL keeps alive with it. `touch=False`: a look that leaves a sliding TTL as
+        it is (the admin API's)."""
+        ...
 
     async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         """`lane`: (the session's lane-less key, the lane), for a store that lists a session's

@@ -39,7 +39,7 @@ class MemoryStore:
         # tenant tag -> that tenant's keys in expiry order (only while quotas are set)
         self._tenants: dict[str, OrderedDict[str, None]] = {}
 
-    def lookup(self, key: str) -> Pin | None:
+    def lookup(self, key: str, *, touch: bool = True) -> Pin | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -48,7 +48,7 @@ class MemoryStore:
         if expires <= now:
             self._pop(key)
             return None
-        if self.refresh:
+        if self.refresh and touch:
             self._entries[key] = (pin, now + self.ttl)
             self._entries.move_to_end(key)
             if self._tenants:
@@ -142,8 +142,8 @@ class MemoryStore:
                 return
             self._pop(key)
 
-    async def get(self, key: str) -> Lookup:
-        return Lookup(self.lookup(key))
+    async def get(self, key: str, session: str | None = None, *, touch: bool = True) -> Lookup:
+        return Lookup(self.lookup(key, touch=touch))  # one process lists its lanes by LaneIndex
 
     async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         return self.put(key, pin)

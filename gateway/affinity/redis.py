@@ -149,13 +149,19 @@ class RedisStore:
         """Pins made or served during an outage that are not yet published."""
         return len(self._unsynced) + len(self._publishing)
 
-    async def get(self, key: str) -> Lookup:
+    async def get(self, key: str, session: str | None = None, *, touch: bool = True) -> Lookup:
         redis_key, index_key = self.keys(key)
         commands = self.commands
         try:
-            if self.refresh:
-                raw = await self._redis(
-                    commands.script, "TOUCH", (redis_key, index_key), (self.ttl_ms,))
+            if self.refresh and touch:
+                keys: tuple[str, ...] = (redis_key, index_key)
+                if session is not None:
+                    lane_keys = self._lane_keys(session)
+                    # In one script only where the set shares the pin's slot (always, but in a
+                    # cluster); elsewhere the listing keeps the TTL its last new lane gave it.
+                    if lane_keys[1] == f"{index_key[:-4]}:sidx":
+                        keys = (*keys, *lane_keys)
+                raw = await self._redis(commands.script, "TOUCH", keys, (self.ttl_ms,))
             else:
                 raw = await self._redis(commands.get, redis_key)
         except Unavailable:

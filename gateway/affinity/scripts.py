@@ -140,7 +140,8 @@ if expires <= now then return {0, false, 0} end
 local pin, cap, quota, tag = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 """ + _EPOCH + _WRITE + "return {1, value, evicted}\n"
 
-# KEYS: pin, index. ARGV: ttl ms. A sliding-TTL hit: read, restart the TTL, move it in the indexes.
+# KEYS: pin, index[, the session's lane set, the index of lane sets]. ARGV: ttl ms. A sliding-TTL
+# hit: read, restart the TTL, move it in the indexes; the session's lane listing lives as long.
 TOUCH = """
 local value = redis.call('GET', KEYS[1])
 if value then
@@ -150,6 +151,9 @@ if value then
   redis.call('ZADD', KEYS[2], 'XX', expires, KEYS[1])
   local tag = string.match(value, '^[^\\t]*\\t[^\\t]*\\t[^\\t]*\\t[^\\t]*\\t([^\\t]+)$')
   if tag then redis.call('ZADD', string.sub(KEYS[2], 1, -5) .. ':t:' .. tag, 'XX', expires, KEYS[1]) end
+  if #KEYS >= 4 and redis.call('PEXPIRE', KEYS[3], ARGV[1]) == 1 then
+    redis.call('ZADD', KEYS[4], 'XX', expires, KEYS[3])
+  end
 end
 return value
 """

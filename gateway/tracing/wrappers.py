@@ -76,8 +76,8 @@ class TracedStore:
             f"affinity {operation}", {"affinity.store": self.name, "gen_ai.conversation.id": key}
         )
 
-    async def get(self, key: str) -> Lookup:
-        return await in_span(self._span("get", key), self.store.get(key), looked_up)
+    async def get(self, key: str, session: str | None = None, *, touch: bool = True) -> Lookup:
+        return await in_span(self._span("get", key), self.store.get(key, session, touch=touch), looked_up)
 
     async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         return await in_span(self._span("pin", key), self.store.pin(key, pin, lane), pinned)

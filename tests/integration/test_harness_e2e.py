@@ -14,8 +14,10 @@ import httpx
 import openai
 import pytest
 
+from gateway.affinity import pin_key
+from gateway.auth import DEFAULT_TENANT
 from tests.configs import CODE, REASON
-from tests.support import ThreadServer, gateway
+from tests.support import RedisServer, ThreadServer, gateway
 
 MAIN_MODEL = "claude-sonnet-4-5-20250929"  # what Claude Code asks for: served through anthropic/*
 SIDE_MODEL = "claude-haiku-4-5-20251001"
@@ -170,6 +172,37 @@ def test_a_replica_that_served_none_of_a_sessions_lanes_lists_and_deletes_them_a
         assert served(session.send(REASON, agent="agent-7"))[1] == "new"  # deleted everywhere
     finally:
         session.close()
+
+
+def test_with_a_sliding_ttl_a_lanes_hit_keeps_the_listing_and_the_admin_api_only_looks(
+    simulator: ThreadServer, redis_server: RedisServer, redis_url: str
+) -> None:
+    """session_ttl_refresh: a sub-agent's turn restarts the session's lane listing with its
+    pin, so a long session stays listed by every replica; reading it through the admin API
+    extends nothing."""
+    config = harness_config(simulator.url, redis_url, session_ttl_refresh=True)
+    with gateway(config) as one, gateway(config) as two:
+        session = ClaudeCodeLike([one])
+        try:
+            session.send(CODE)
+            session.send(REASON, agent="agent-9")
+            key = httpx.post(f"{one.url}/routing/v1/messages", json={
+                "model": MAIN_MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+                headers={"X-Claude-Code-Session-Id": session.session}).json()["session_id"]
+            digest = pin_key(DEFAULT_TENANT, key).partition(":")[0]
+            [listing] = redis_server.command("KEYS", f"*:s:{digest}")
+            agent_digest = pin_key(DEFAULT_TENANT, key, "agent:agent-9").partition(":")[0]
+            [agent_pin] = redis_server.command("KEYS", f"*:p:{agent_digest}")
+            for stored in (listing, agent_pin):  # as if the session began long ago
+                redis_server.command("PEXPIRE", stored, "5000")
+            lanes = httpx.get(f"{two.url}/v1/affinity/{key}").json()["lanes"]
+            assert [lane["lane"] for lane in lanes] == [f"model:{MAIN_MODEL}", "agent:agent-9"]
+            assert int(redis_server.command("PTTL", agent_pin)) <= 5000  # looked at, not extended
+            assert served(session.send(CODE, agent="agent-9"))[1] == "hit"
+            assert int(redis_server.command("PTTL", agent_pin)) > 500_000
+            assert int(redis_server.command("PTTL", listing)) > 500_000  # the listing lives on
+        finally:
+            session.close()
 
 
 def test_explicit_header_wins_and_bad_input(replicas: list[ThreadServer]) -> None:

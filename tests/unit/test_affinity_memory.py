@@ -58,6 +58,15 @@ def test_sliding_ttl_restarts_on_every_hit() -> None:
     assert run(memory.get("k")).pin is None
 
 
+def test_a_look_without_touch_leaves_a_sliding_ttl_alone() -> None:
+    memory, clock = store(ttl=10, refresh=True)
+    run(memory.pin("k", A))
+    clock.now += 9
+    assert run(memory.get("k", touch=False)).pin == A  # seen, as the admin API sees it
+    clock.now += 1
+    assert run(memory.get("k")).pin is None  # the look did not extend the session
+
+
 def test_cap_evicts_the_pin_closest_to_expiry() -> None:
     memory, clock = store(ttl=10, cap=3, refresh=True)
     for name in ("a", "b", "c"):

@@ -423,6 +423,46 @@ def test_lane_sets_are_capped_like_pins(redis_url: str, redis_server: RedisServe
     assert len(keys) <= 3, keys  # lane sets beyond the cap are gone, not only unlisted
 
 
+def test_a_sliding_hit_keeps_its_sessions_lane_listing_alive(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """A hit on any lane restarts the session's lane set with the pin (in the same script), so
+    a long session stays listed to every replica; a fixed TTL leaves the set to its TTL."""
+    async def main() -> None:
+        session = pin_key("t", "long")
+        lane = pin_key("t", "long", "agent:a1")
+        async with opened(routing(redis_url, refresh=True)) as sliding:
+            await pin_lanes(sliding, "t", "long", ["model:main", "agent:a1"])
+            set_key, sets_index = sliding._lane_keys(session)
+            redis_server.command("PEXPIRE", set_key, "5000")  # as if the lanes were pinned long ago
+            assert (await sliding.get(lane, session)).pin == A
+            assert int(redis_server.command("PTTL", set_key)) > 500_000  # the session's TTL again
+            now_ms = float(redis_server.command("TIME")[0]) * 1000
+            assert float(redis_server.command("ZSCORE", sets_index, set_key)) > now_ms + 500_000
+            assert await sliding.lanes(session) == ["model:main", "agent:a1"]
+        async with opened(routing(redis_url)) as fixed:
+            redis_server.command("PEXPIRE", set_key, "5000")
+            assert (await fixed.get(lane, session)).pin == A
+            assert int(redis_server.command("PTTL", set_key)) <= 5000
+    run(main())
+
+
+def test_a_look_without_touch_leaves_a_sliding_ttl_alone(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async def main() -> None:
+        key = pin_key("t", "inspected")
+        async with opened(routing(redis_url, refresh=True)) as store:
+            await store.pin(key, A)
+            redis_key, _ = store.keys(key)
+            redis_server.command("PEXPIRE", redis_key, "5000")
+            assert (await store.get(key, touch=False)).pin == A
+            assert int(redis_server.command("PTTL", redis_key)) <= 5000
+            assert (await store.get(key)).pin == A  # a request's hit slides it
+            assert int(redis_server.command("PTTL", redis_key)) > 500_000
+    run(main())
+
+
 def test_lane_sets_in_another_bucket_take_a_second_trip(redis_url: str) -> None:
     """A cluster spreads keys over 16 buckets: a session's set is mostly in another slot than its
     lane's pin, so it is written by its own script. One server stands in for the cluster."""
