@@ -81,7 +81,7 @@ class KeyRequired:
         try:
             self.auth.require_any_key(scope)
         except GatewayError as error:
-            await respond(send, error.status, error.body(), [])
+            await respond(send, error.status, error.body(), error.header_pairs())
             return
         await self.endpoint(scope, receive, send)
 

@@ -112,7 +112,7 @@ class AffinityAdmin:
             else:
                 body = await self._get(tenant, affinity_id, lanes)
         except GatewayError as error:
-            await respond(send, error.status, error.body(), [])
+            await respond(send, error.status, error.body(), error.header_pairs())
             return
         await respond(send, 200, orjson.dumps(body), [])
 

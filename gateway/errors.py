@@ -58,6 +58,10 @@ class GatewayError(Exception):
     def body(self) -> bytes:
         return orjson.dumps(self.envelope())
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """The headers the error carries (a `Retry-After`), as ASGI sends them."""
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
+
 
 class ClientError(GatewayError):
     status = 400

@@ -117,10 +117,9 @@ class Pipeline:
         except GatewayError as error:
             ctx.stop_watching()
             ctx.status = error.status
-            extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
             self._record(ctx)
             await respond(send, ctx.status, api.error_body(error),
-                          decision_headers(ctx.request_id, ctx.plan, ctx.model) + extra)
+                          decision_headers(ctx.request_id, ctx.plan, ctx.model) + error.header_pairs())
         except Exception:
             # A bug, not a request problem: log it, answer in the API's envelope if still possible.
             ctx.stop_watching()
@@ -287,7 +286,7 @@ class Pipeline:
         except GatewayError as error:
             ctx.status = error.status
             self._record(ctx)
-            headers = decision_headers(ctx.request_id, None, None)
+            headers = decision_headers(ctx.request_id, None, None) + error.header_pairs()
             await respond(send, error.status, api.error_body(error), headers)
             return
         body = {

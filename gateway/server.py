@@ -287,5 +287,5 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             events.refused("too_many_connections")
         error = Overloaded(
             f"this replica has its maximum of {self.limits.max_connections} connections open; "
-            "retry shortly", code="too_many_connections")
-        await respond(send, error.status, error.body(), [(b"retry-after", b"1"), (b"connection", b"close")])
+            "retry shortly", code="too_many_connections", headers={"retry-after": "1"})
+        await respond(send, error.status, error.body(), [*error.header_pairs(), (b"connection", b"close")])

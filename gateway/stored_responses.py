@@ -16,7 +16,8 @@ import orjson
 from gateway.affinity.responses import ResponseStore
 from gateway.auth import Authenticator
 from gateway.config import Config
-from gateway.errors import BadGateway, BadRequest, GatewayError, MethodNotAllowed, NotFound
+from gateway.dispatch import passed_headers
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound, UpstreamStatusError
 from gateway.http import respond
 from gateway.metrics import Metrics
 from gateway.providers import openai
@@ -39,14 +40,16 @@ class StoredResponses:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 200
+        headers: list[tuple[bytes, bytes]] = []
         try:
             body = await self._answer(scope)
         except GatewayError as error:
             status = error.status
             body = error.body()
+            headers = error.header_pairs()  # a provider's or the pool's Retry-After
         # apart from POST /v1/responses: a stored read is not a completion's latency
         self.metrics.request("stored_responses", "", status, time.perf_counter() - started)
-        await respond(send, status, body, [])
+        await respond(send, status, body, headers)
 
     async def _answer(self, scope: Scope) -> bytes:
         tenant = self.auth.tenant(scope)
@@ -83,10 +86,13 @@ class StoredResponses:
         async with response:
             status = response.status
         if status >= 300 and status != 404:  # 404: the provider no longer holds it either
-            raise BadGateway(
+            # A rate limit or an outage keeps its status and its Retry-After: the client waits.
+            raise UpstreamStatusError(
+                status if status in (429, 503) else 502,
                 f"provider {provider.model} answered {status} to deleting response {response_id!r}; "
                 "the gateway kept its copy, so the delete can be retried",
                 reason="delete_failed", code="upstream_delete_failed",
+                headers=passed_headers(status, response.headers),
             )
 
 

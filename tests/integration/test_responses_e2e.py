@@ -266,19 +266,24 @@ def test_a_provider_refusing_the_delete_keeps_the_copy_and_its_404_completes_it(
             return
         await read_all(receive)
         status = answers.pop(0)
+        limited = [(b"retry-after", b"7")] if status == 429 else []
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+                    "headers": [(b"content-type", b"application/json"), *limited]})
         await send({"type": "http.response.body", "body": b'{"error": {"message": "no"}}'})
 
     config = responses_config(simulator.url, redis_url)
     with gateway(config) as server:
         response = client(server).responses.create(model=NATIVE, input="hello")
     with serve(provider) as refusing, gateway(responses_config(refusing.url, redis_url)) as server:
-        answers.extend([500, 404])
+        answers.extend([500, 429, 404])
         with pytest.raises(openai.APIStatusError) as failed:
             client(server).responses.delete(response.id)
         assert failed.value.status_code == 502
         assert failed.value.body["code"] == "upstream_delete_failed"  # type: ignore[index]
+        assert client(server).responses.retrieve(response.id).id == response.id
+        with pytest.raises(openai.RateLimitError) as limited:  # the provider's wait, passed on
+            client(server).responses.delete(response.id)
+        assert limited.value.response.headers["retry-after"] == "7"
         assert client(server).responses.retrieve(response.id).id == response.id
         client(server).responses.delete(response.id)  # the provider has it no more: done
         with pytest.raises(openai.NotFoundError):
