@@ -77,15 +77,22 @@ def _run(args: argparse.Namespace, tmp: Path, recorder: capture.Recorder) -> int
     try:
         gateway = stack.start(processes, logs)
         front = ThreadServer(Front(gateway.replica_urls, recorder), "front").start()
-        stub = ThreadServer(ResponsesStub(recorder), "Responses capture stub").start()
-        direct = ThreadServer(Front([gateway.simulator.url], recorder, "simulator"), "direct front").start()
-        servers += [front, stub, direct]
+        servers.append(front)
+        urls = {"front": front.url}
+        # The stub answers Codex with no gateway (how the Codex fixtures were captured before
+        # /v1/responses existed); the direct front bypasses the gateway: started when asked for.
+        if args.capture_stub:
+            servers.append(stub := ThreadServer(ResponsesStub(recorder), "Responses capture stub").start())
+            urls["stub"] = stub.url
+        if args.direct:
+            servers.append(direct := ThreadServer(
+                Front([gateway.simulator.url], recorder, "simulator"), "direct front").start())
+            urls["direct"] = direct.url
         _say(f"redis 127.0.0.1:{gateway.redis_port}, simulator {gateway.simulator.url}, replicas "
              f"{', '.join(gateway.replica_urls)}; front {front.url}; captures in {recorder.directory}")
         before = scratch.fingerprint()
         names: dict[str, str] = {}  # session id -> which scripted session it was
         results: list[harnesses.Result] = []
-        urls = {"front": front.url, "stub": stub.url, "direct": direct.url}
         for label, session in _sessions(args, scratch, urls, trap.url):
             recorder.harness = trap.harness = label
             _say(f"\n== {label}: running")
@@ -139,7 +146,8 @@ Session = Callable[[], list[harnesses.Result]]
 
 def _sessions(args: argparse.Namespace, scratch: harnesses.Scratch, urls: dict[str, str],
               trap: str) -> list[tuple[str, Session]]:
-    """The scripted sessions in order, each run by a label; `urls`: the front, stub, direct."""
+    """The scripted sessions in order, each run by a label; `urls`: the front, and the stub and
+    the direct front when asked for."""
     sessions: list[tuple[str, Session]] = []
     claude = partial(harnesses.claude_code, args.cli_dir, scratch, trap_url=trap,
                      timeout=args.claude_timeout)
