@@ -41,6 +41,11 @@ class RequestContext:
         return self.seen.forward if self.seen is not None else ()
 
     @property
+    def route(self) -> str | None:
+        """The route of the plan that served (or was to)."""
+        return self.plan.decision.route if self.plan is not None else None
+
+    @property
     def model(self) -> str | None:
         """The model served, else the one planned: a failed request counts under the model it
         was for (the one its x-gateway-model header names)."""

@@ -11,7 +11,7 @@ from typing import Literal
 from gateway.affinity import AffinityStore, Pin, pin_key
 from gateway.affinity.base import tenant_tag
 from gateway.affinity.lanes import LaneIndex
-from gateway.apis import ClientRequest
+from gateway.apis.base import ClientRequest, Continued
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
@@ -132,15 +132,17 @@ class Decider:
         """The session's lane-less key (a lane's pin key names the lane too)."""
         return pin_key(tenant, session.affinity_id, tag=tag) if session.lane else key
 
-    def _continued(self, continues: tuple[str, str | None]) -> Plan | None:
+    def _continued(self, continues: Continued) -> Plan | None:
         """A Responses follow-up goes back to the model that produced what it continues (its
         context may live only there); a model gone from the config routes afresh."""
-        model, route = continues
+        model, route, chain = continues
         if self.config.resolve(model) is None:  # a wildcard's model is still served
             return None
         self.metrics.affinity("hit")
         self.metrics.decision(route, model, "affinity")
-        session = Session("", "previous-response", "")  # no key: the stored response names the model
+        # No pin: the stored response names the model. The chain's first response id names the
+        # conversation, in the access log and the routing decision.
+        session = Session(chain, "previous-response", "")
         return Plan(Decision(route, (model,), "affinity"), "hit", session=session)
 
     async def route(self, request: ClientRequest) -> Decision:

@@ -189,7 +189,7 @@ class Pipeline:
                 ) from exc
         self._count_usage(ctx, provider.model)
         if ctx.api.save is not None:
-            await ctx.api.save(ctx.request, ctx.tenant or "", provider, body)
+            await ctx.api.save(ctx.request, ctx.tenant or "", provider, ctx.route, body)
         ctx.status = 200
         ctx.responding = True
         self._record(ctx)
@@ -232,7 +232,7 @@ class Pipeline:
                     out = translator.feed(chunk)
                     if save is not None and not saved and getattr(translator, "final", None) is not None:
                         saved = True  # kept before the client sees the end, so a follow-up finds it
-                        await save(ctx.request, ctx.tenant or "", provider, translator.final)  # type: ignore[arg-type, attr-defined]
+                        await save(ctx.request, ctx.tenant or "", provider, ctx.route, translator.final)  # type: ignore[arg-type, attr-defined]
                     if out:
                         if first:
                             first = False
@@ -242,7 +242,7 @@ class Pipeline:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = translator.close()
                 if save is not None and not saved and getattr(translator, "final", None) is not None:
-                    await save(ctx.request, ctx.tenant or "", provider, translator.final)  # type: ignore[arg-type, attr-defined]
+                    await save(ctx.request, ctx.tenant or "", provider, ctx.route, translator.final)  # type: ignore[arg-type, attr-defined]
             except GatewayError as error:  # mid-stream: the status is gone, so say it in-band
                 self.metrics.upstream_error(provider.provider, getattr(error, "reason", "error"))
                 fail = getattr(translator, "fail_with", None)  # a translator that numbers its events

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -16,6 +16,12 @@ from gateway.routing import Turn
 
 # Model names that mean "let the gateway choose".
 AUTO_MODELS = frozenset({"", "auto", "router"})
+
+
+class Continued(NamedTuple):
+    model: str  # the model that produced what the request continues
+    route: str | None  # the route it was served under
+    chain: str  # the id of the chain's first response: one conversation in logs and decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +38,9 @@ class ClientRequest:
     # What an API's `load` step found for this request (a Responses follow-up: the stored
     # conversation it continues); opaque to everything but that API's exchanges.
     context: Any = None
-    # The model the request must go to because of what it continues (a Responses follow-up
-    # goes back to the model that produced the response it continues), and that model's route.
-    continues: tuple[str, str | None] | None = None
+    # Where the request must go because of what it continues (a Responses follow-up goes back
+    # to the model that produced the response it continues).
+    continues: Continued | None = None
 
 
 class StreamTranslator(Protocol):
@@ -70,9 +76,9 @@ UNREADABLE_ANSWER = (ValueError, TypeError, KeyError, AttributeError, IndexError
 
 # (request, tenant) -> the request with what it continues (`context`, `continues`) filled in
 Load = Callable[[ClientRequest, str], Awaitable[ClientRequest]]
-# (request, tenant, provider that served, the whole response in the client's API: parsed, or
-# its bytes, parsed only if it is to be kept)
-Save = Callable[[ClientRequest, str, ModelProvider, dict[str, Any] | bytes], Awaitable[None]]
+# (request, tenant, provider that served, the route it served under, the whole response in the
+# client's API: parsed, or its bytes, parsed only if it is to be kept)
+Save = Callable[[ClientRequest, str, ModelProvider, str | None, dict[str, Any] | bytes], Awaitable[None]]
 
 
 def by_interface(provider: ModelProvider) -> str:

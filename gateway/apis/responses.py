@@ -20,6 +20,7 @@ from gateway.affinity.responses import ResponseStore
 from gateway.apis.base import (
     ClientApi,
     ClientRequest,
+    Continued,
     Exchange,
     load_json,
     requested_model,
@@ -197,10 +198,13 @@ class ResponseState:
                 f"the conversation has {len(context.full)} items with the stored ones; the limit is "
                 f"{self.max_items}", param="previous_response_id", code="too_many_items",
             )
-        return replace(request, context=context, continues=(record["model"], record.get("route")))
+        chain = record.get("chain") or previous_id  # kept before chains were: it begins there
+        continues = Continued(record["model"], record.get("route"), chain)
+        return replace(request, context=context, continues=continues)
 
     async def save(
-        self, request: ClientRequest, tenant: str, provider: ModelProvider, answer: dict[str, Any] | bytes
+        self, request: ClientRequest, tenant: str, provider: ModelProvider, route: str | None,
+        answer: dict[str, Any] | bytes,
     ) -> None:
         if request.payload.get("store") is False:
             return  # before parsing: Codex sends store false on every request
@@ -211,8 +215,9 @@ class ResponseState:
         if not isinstance(response_id, str):
             return
         items = [_with_id(item) for item in conversation(request).full]
-        record = {"response": response, "input": items, "model": provider.model,
-                  "native": _kind(provider) == "native"}
+        chain = request.continues.chain if request.continues is not None else response_id
+        record = {"response": response, "input": items, "model": provider.model, "route": route,
+                  "chain": chain, "native": _kind(provider) == "native"}
         try:
             await self.store.put(tenant, response_id, record)
         except Exception:  # the response was served; only its follow-ups will miss it

@@ -13,6 +13,7 @@ import pytest
 from openai.types.responses import Response, ResponseItem
 from pydantic import TypeAdapter
 
+from tests.configs import CODE
 from tests.support import RedisServer, ThreadServer, answer_lifespan, free_port, gateway, read_all, serve
 
 NATIVE, TRANSLATED, ANTHROPIC = "openai/gpt-4o-mini", "vllm/coder", "anthropic/claude-sonnet-4"
@@ -172,6 +173,29 @@ def test_follow_up_is_pinned_to_the_model_of_the_response_it_continues(
     assert raw.headers["x-model-affinity-source"] == "previous-response"
     assert raw.headers["x-model-affinity-status"] == "hit"
     assert raw.headers["x-gateway-model"] == model
+
+
+def test_a_chain_of_follow_ups_keeps_its_route_and_is_named_by_its_first_response(
+    simulator: ThreadServer, redis_url: str
+) -> None:
+    config = responses_config(simulator.url, redis_url)
+    config["routing_preferences"] = [{"name": "code_generation", "models": [TRANSLATED],
+                                      "description": "generating new code, writing functions"}]
+    with gateway(config) as one, gateway(config) as two:
+        first = httpx.post(f"{one.url}/v1/responses", json={"model": "auto", "input": CODE})
+        assert first.headers["x-gateway-route"] == "code_generation"
+        previous = first.json()["id"]
+        for server in (two, one):  # "and a test for it" alone would not route to code_generation
+            raw = httpx.post(f"{server.url}/v1/responses", json={
+                "model": "auto", "input": "hello", "previous_response_id": previous})
+            assert raw.status_code == 200, raw.text
+            assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-model"]) == (
+                "code_generation", TRANSLATED)
+            previous = raw.json()["id"]
+        decision = httpx.post(f"{two.url}/routing/v1/responses", json={
+            "model": "auto", "input": "hello", "previous_response_id": previous}).json()
+    assert decision["session_id"] == first.json()["id"]  # the conversation, at whichever turn
+    assert decision["route"] == "code_generation"
 
 
 def test_a_follow_up_goes_back_to_a_model_a_wildcard_served(simulator: ThreadServer, redis_url: str) -> None:
