@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -125,8 +126,10 @@ class AffinityAdmin:
     async def _get(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
         found = []
         unknowable = False  # a lane this replica holds no copy of while Redis is down
-        for lane in lanes:
-            lookup = await self.store.get(pin_key(tenant, affinity_id, lane), touch=False)
+        # At once: the pipelined client sends them in one round trip (a lane per configured model).
+        lookups = await asyncio.gather(
+            *(self.store.get(pin_key(tenant, affinity_id, lane), touch=False) for lane in lanes))
+        for lane, lookup in zip(lanes, lookups, strict=True):
             if lookup.pin is not None:
                 found.append({"lane": lane, "model": lookup.pin.model, "route": lookup.pin.route,
                               "degraded": lookup.degraded,
@@ -145,8 +148,9 @@ class AffinityAdmin:
 
     async def _delete(self, tenant: str, affinity_id: str, lanes: list[str]) -> dict[str, Any]:
         deleted = []
-        for lane in lanes:
-            removal = await self.store.delete(pin_key(tenant, affinity_id, lane))
+        removals = await asyncio.gather(
+            *(self.store.delete(pin_key(tenant, affinity_id, lane)) for lane in lanes))
+        for lane, removal in zip(lanes, removals, strict=True):
             if removal.degraded:  # the pin lives on in Redis: saying "deleted" would be false
                 raise StoreUnavailable(
                     "the affinity store is unreachable: the pin was dropped from this "
