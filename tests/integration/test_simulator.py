@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import uvicorn
 
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from gateway.simulator.agent import arguments
+from tests.support import loopback_socket
 
 TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
     "get_db_benchmarks": {
@@ -75,8 +75,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 @contextmanager
 def serve(**settings: Any) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     app = create_simulator_app(SimulatorSettings(**settings))
     config = uvicorn.Config(app, lifespan="on", ws="none", log_level="warning")
     server = uvicorn.Server(config)
