@@ -237,12 +237,18 @@ ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": 
 
 
 def _with_id(item: dict[str, Any]) -> dict[str, Any]:
-    """Stored items carry an id and a status, as input_items lists them."""
+    """Stored items carry an id and a status, and a message its text as parts, as input_items
+    lists them (the SDK's `ResponseItem`)."""
     if isinstance(item.get("id"), str) and ("status" in item or item.get("type") == "reasoning"):
         return item
     kind = item_kind(item)
-    extra = {} if kind == "reasoning" else {"status": "completed"}
-    return {"id": new_id(ID_PREFIXES.get(kind, "item")), "type": kind, **extra, **item}
+    extra: dict[str, Any] = {} if kind == "reasoning" else {"status": "completed"}
+    stored = {"id": new_id(ID_PREFIXES.get(kind, "item")), "type": kind, **extra, **item}
+    if kind == "message" and isinstance(item.get("content"), str):
+        text = item["content"]
+        stored["content"] = [{"type": "output_text", "text": text, "annotations": []}
+                             if item.get("role") == "assistant" else {"type": "input_text", "text": text}]
+    return stored
 
 
 def responses_api(store: ResponseStore, max_items: int) -> ClientApi:

@@ -123,7 +123,22 @@ def chat_to_messages_request(
     if n not in (None, 1):
         raise TranslationError("n > 1 is not supported by Anthropic models", param="n")
     _add_tools(chat, out, drops)
+    _add_output_format(chat, out, drops)
     return out
+
+
+def _add_output_format(chat: dict[str, Any], out: dict[str, Any], drops: list[str] | None) -> None:
+    """A JSON schema response_format is Anthropic's structured output (`output_config.format`);
+    `json_object` (any JSON at all) has no equivalent there."""
+    fmt = chat.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return
+    spec = fmt.get("json_schema")
+    if fmt.get("type") == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+        out["output_config"] = {"format": {"type": "json_schema", "schema": spec["schema"]}}
+        return
+    dropped(drops, "response_format", TranslationError(
+        f"response_format {fmt.get('type')!r} has no Anthropic equivalent", param="response_format"))
 
 
 def messages_to_chat_response(
@@ -382,6 +397,12 @@ def messages_to_chat_request(
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
     _add_chat_tools(msg, out, drops)
+    config = msg.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        # Anthropic's structured output is OpenAI's strict JSON schema (same schema rules).
+        out["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "output", "schema": fmt["schema"], "strict": True}}
     return out
 
 

@@ -33,6 +33,7 @@ from gateway.providers.anthropic_wire import (
     stop_reason,
     tool_use_id,
 )
+from gateway.providers.openai import StreamedCalls
 from gateway.sse import EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 
 __all__ = ["ChatToMessagesStream", "MessagesToChatStream"]
@@ -252,7 +253,8 @@ class ChatToMessagesStream(_StreamTranslator):
         self._open: int | None = None  # Anthropic index of the block being streamed
         self._open_is_text = False
         self._next_index = 0
-        self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._calls = StreamedCalls()
+        self._tools: dict[int, int] = {}  # the call's number -> its Anthropic block index
         self._finish: str | None = None
         self._raw_usage: dict[str, Any] | None = None
 
@@ -320,9 +322,7 @@ class ChatToMessagesStream(_StreamTranslator):
         )
 
     def _tool_call(self, call: dict[str, Any]) -> bytes:
-        position = call.get("index")
-        if not isinstance(position, int):  # some servers omit it: a new id means a new call
-            position = len(self._tools) if call.get("id") else max(len(self._tools) - 1, 0)
+        position = self._calls.number(call)
         function = call.get("function") or {}
         out = b""
         if position not in self._tools:

@@ -22,3 +22,41 @@ def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str) -> byt
         return raw
     payload = {**payload, "model": model_id}
     return orjson.dumps(payload)
+
+
+class StreamedCalls:
+    """Numbers the tool calls of a streamed chat answer, 0, 1, ... in order of appearance.
+
+    OpenAI gives each call an `index` and sends its `id` once, with its first delta. Servers
+    differ: some omit `index`, and some (Gemini's OpenAI-compatible endpoint) send each call
+    whole, every one as index 0 with its own id. A delta whose id is not the id of the call
+    open at its index starts a new call, so two calls never merge into one broken one.
+    """
+
+    __slots__ = ("_by_index", "_ids")
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, int] = {}  # upstream index -> the call open there
+        self._ids: list[str | None] = []  # each call's id, by number
+
+    def number(self, call: dict[str, Any]) -> int:
+        given = call.get("id")
+        call_id = given if isinstance(given, str) and given else None
+        index = call.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            # No index: a new id is a new call; no id continues the latest call.
+            if self._ids and (call_id is None or call_id == self._ids[-1]):
+                return len(self._ids) - 1
+            return self._new(None, call_id)
+        current = self._by_index.get(index)
+        if current is not None and (call_id is None or call_id == self._ids[current]
+                                    or self._ids[current] is None):
+            return current
+        return self._new(index, call_id)
+
+    def _new(self, index: int | None, call_id: str | None) -> int:
+        number = len(self._ids)
+        self._ids.append(call_id)
+        if index is not None:
+            self._by_index[index] = number
+        return number

@@ -154,8 +154,11 @@ def to_chat_tools(
     hosted tools left out (named in `drops`) or, without `drops`, a 400."""
     out = []
     names: set[str] = set()
+    allowed = allowed_names(payload.get("tool_choice"))
     for where, tool in offered(payload, items):
         kind = tool.get("type")
+        if allowed is not None and kind in ("custom", "function") and tool["name"] not in allowed:
+            continue  # tool_choice allowed_tools: chat has no such list, so the others are not offered
         if kind in ("custom", "function"):
             if tool["name"] in names:  # two namespaces with one name: a chat model takes one
                 if drops is not None:
@@ -176,6 +179,16 @@ def to_chat_tools(
                 function[key] = tool[key]
         out.append({"type": "function", "function": function})
     return out
+
+
+def allowed_names(choice: Any) -> set[str] | None:
+    """The tools an `allowed_tools` tool_choice lets the model call, by name; None: any."""
+    if not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
+        return None
+    tools = choice.get("tools")
+    if not isinstance(tools, list):
+        return None
+    return {tool["name"] for tool in tools if isinstance(tool, dict) and isinstance(tool.get("name"), str)}
 
 
 def to_chat_tool_choice(choice: Any) -> Any:
@@ -243,10 +256,13 @@ def usage_of_chat(usage: Any) -> dict[str, Any] | None:
     return responses_usage(prompt, completion, cached, reasoning)
 
 
-def responses_usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+def responses_usage(
+    prompt: int, completion: int, cached: int = 0, reasoning: int = 0, *, written: int = 0
+) -> dict[str, Any]:
+    """`written`: prompt tokens written to the cache (Anthropic's cache_creation_input_tokens)."""
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
@@ -319,9 +335,16 @@ def from_chat_response(
             shapes))
     status, incomplete = status_of_finish(choice.get("finish_reason"))
     return response_object(
-        request, response_id, model, output, status,
+        request, response_id, model, stopped_in_last(output, status), status,
         usage=usage_of_chat(chat.get("usage")), incomplete=incomplete,
     )
+
+
+def stopped_in_last(output: list[dict[str, Any]], status: str) -> list[dict[str, Any]]:
+    """A response cut short (max_output_tokens, a content filter) was cut in its last item."""
+    if status != "completed" and output:
+        output[-1]["status"] = status
+    return output
 
 
 def response_object(

@@ -4,8 +4,8 @@ to an Anthropic model on its own Messages API, and its message as a Responses `r
 The request is built through the Chat Completions shape in memory (`responses.to_chat_request`
 then `anthropic.chat_to_messages_request`): that path already maps images, tool calls and
 results, alternation and system prompts as Anthropic wants them; the wire to Anthropic is its
-Messages API either way. Responses features with no Messages equivalent (`text.format`, reasoning
-effort) are dropped there, as the chat translation drops them.
+Messages API either way. A JSON schema `text.format` becomes Anthropic's structured output
+(`output_config.format`); reasoning effort is dropped, as the chat translation drops it.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from gateway.providers.responses import (
     response_object,
     responses_usage,
     status_of_finish,
+    stopped_in_last,
     to_chat_request,
 )
 from gateway.providers.responses_tools import call_shapes
-from gateway.usage import counts_of
+from gateway.usage import counts_of, token_count
 
 
 def to_messages_request(
@@ -33,8 +34,7 @@ def to_messages_request(
 ) -> dict[str, Any]:
     chat = to_chat_request(payload, items, model_id, drops)
     chat.pop("stream_options", None)
-    chat.pop("response_format", None)
-    chat.pop("reasoning_effort", None)  # parallel_tool_calls stays: the chat translation maps it
+    chat.pop("reasoning_effort", None)  # parallel_tool_calls and response_format: mapped there
     try:
         messages = anthropic.chat_to_messages_request(chat, model_id, drops=drops)
     except BadRequest as error:
@@ -51,26 +51,25 @@ def from_message(
 ) -> dict[str, Any]:
     """`items` as for `responses.from_chat_response`."""
     output: list[dict[str, Any]] = []
-    texts: list[str] = []
     shapes = call_shapes(request, items)
-    for block in message.get("content") or ():
+    for block in message.get("content") or ():  # in order, as the stream gives them
         kind = block.get("type")
-        if kind == "text":
-            texts.append(block.get("text") or "")
+        if kind == "text" and block.get("text"):
+            output.append(message_item(block["text"]))
         elif kind == "tool_use":
             arguments = tool_call_of(block)["function"]["arguments"]
             call_id = block.get("id") or new_id("call")
             output.append(call_item(call_id, block.get("name", ""), arguments, shapes))
-    if texts:
-        output.insert(0, message_item("".join(texts)))
     given = message.get("usage")
-    usage = counts_of(given if isinstance(given, dict) else {})
+    raw = given if isinstance(given, dict) else {}
+    usage = counts_of(raw)
     stop = message.get("stop_reason")
     status, incomplete = status_of_finish(finish_reason(stop if isinstance(stop, str) else None))
     return response_object(
-        request, response_id, model, output, status,
+        request, response_id, model, stopped_in_last(output, status), status,
         usage=responses_usage(
-            usage["prompt_tokens"], usage["completion_tokens"], usage["cached_prompt_tokens"]),
+            usage["prompt_tokens"], usage["completion_tokens"], usage["cached_prompt_tokens"],
+            written=token_count(raw.get("cache_creation_input_tokens"))),
         incomplete=incomplete,
     )
 

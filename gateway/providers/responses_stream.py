@@ -22,6 +22,7 @@ import orjson
 
 from gateway.errors import GatewayError
 from gateway.providers.anthropic_wire import finish_reason
+from gateway.providers.openai import StreamedCalls
 from gateway.providers.responses import (
     function_call_item,
     message_item,
@@ -93,16 +94,21 @@ class ResponseEvents:
         index = len(self.items)
         self.items.append(item)
         self.open[key] = index
-        return self.start() + self.event("response.output_item.added", {"output_index": index, "item": item})
+        # A message is announced empty; its part follows in `response.content_part.added`.
+        shown = {**item, "content": []} if item["type"] == "message" else item
+        return self.start() + self.event("response.output_item.added", {"output_index": index, "item": shown})
+
+    def _message(self, key: Any, part: dict[str, Any]) -> bytes:
+        item = message_item("", status="in_progress")
+        item["content"] = [part]
+        out = self._add(key, item)
+        return out + self.event("response.content_part.added", {
+            "item_id": item["id"], "output_index": self.open[key], "content_index": 0, "part": dict(part)})
 
     def text(self, delta: str, key: Any = "text") -> bytes:
         out = b""
         if key not in self.open:
-            item = message_item("", status="in_progress")
-            out = self._add(key, item)
-            out += self.event("response.content_part.added", {
-                "item_id": item["id"], "output_index": self.open[key], "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+            out = self._message(key, {"type": "output_text", "text": "", "annotations": [], "logprobs": []})
         if not delta:
             return out
         index = self.open[key]
@@ -111,6 +117,17 @@ class ResponseEvents:
         return out + self.event("response.output_text.delta", {
             "item_id": item["id"], "output_index": index, "content_index": 0, "delta": delta,
             "logprobs": []})
+
+    def refusal(self, delta: str, key: Any = "refusal") -> bytes:
+        """The model declined: a message whose part is a `refusal`, as a whole answer's is."""
+        out = b""
+        if key not in self.open:
+            out = self._message(key, {"type": "refusal", "refusal": ""})
+        index = self.open[key]
+        item = self.items[index]
+        item["content"][0]["refusal"] += delta
+        return out + self.event("response.refusal.delta", {
+            "item_id": item["id"], "output_index": index, "content_index": 0, "delta": delta})
 
     def call(self, key: Any, call_id: str, name: str) -> bytes:
         if key in self.open:
@@ -137,17 +154,22 @@ class ResponseEvents:
         return self.event("response.function_call_arguments.delta", {
             "item_id": item["id"], "output_index": index, "delta": delta})
 
-    def close(self, key: Any) -> bytes:
+    def close(self, key: Any, status: str = "completed") -> bytes:
+        """Ends an item: `incomplete` when the model stopped in it (at max_output_tokens)."""
         index = self.open.pop(key, None)
         if index is None:
             return b""
         item = self.items[index]
-        item["status"] = "completed"
+        item["status"] = status
         out = b""
         if item["type"] == "message":
             part = item["content"][0]
             common = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            out += self.event("response.output_text.done", {**common, "text": part["text"], "logprobs": []})
+            if part["type"] == "refusal":
+                out += self.event("response.refusal.done", {**common, "refusal": part["refusal"]})
+            else:
+                done = {**common, "text": part["text"], "logprobs": []}
+                out += self.event("response.output_text.done", done)
             out += self.event("response.content_part.done", {**common, "part": part})
         elif item["type"] == "custom_tool_call":
             item["input"] = custom_input(self._custom_arguments.pop(index, ""))
@@ -156,7 +178,10 @@ class ResponseEvents:
                 out += self.event("response.custom_tool_call_input.delta", {**common, "delta": item["input"]})
             out += self.event("response.custom_tool_call_input.done", {**common, "input": item["input"]})
         else:
-            item["arguments"] = item["arguments"] or "{}"
+            if not item["arguments"]:  # a call with no arguments: its deltas still add up to them
+                item["arguments"] = "{}"
+                out += self.event("response.function_call_arguments.delta", {
+                    "item_id": item["id"], "output_index": index, "delta": "{}"})
             out += self.event("response.function_call_arguments.done", {
                 "item_id": item["id"], "output_index": index, "name": item["name"],
                 "arguments": item["arguments"]})
@@ -164,9 +189,10 @@ class ResponseEvents:
 
     def finish(self, finish_reason: str | None, usage: dict[str, Any] | None) -> bytes:
         out = self.start()
-        for key in sorted(self.open, key=self.open.__getitem__):
-            out += self.close(key)
         status, incomplete = status_of_finish(finish_reason)
+        keys = sorted(self.open, key=self.open.__getitem__)
+        for key in keys:  # cut short: the model stopped in the last item, not in the others
+            out += self.close(key, status if key == keys[-1] else "completed")
         self.final = self.response(status, usage=usage, incomplete=incomplete)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self.event(kind, {"response": self.final})
@@ -253,6 +279,7 @@ class ChatToResponsesStream(_Assembler):
         super().__init__(request, model, response_id, max_event_size, items)
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._calls = StreamedCalls()
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         data = event.data.strip()
@@ -275,8 +302,11 @@ class ChatToResponsesStream(_Assembler):
             content = delta.get("content")
             if isinstance(content, str) and content:
                 out += self.events.text(content)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                out += self.events.refusal(refusal)
             for call in delta.get("tool_calls") or ():
-                key = ("call", call.get("index", 0))
+                key = ("call", self._calls.number(call))
                 function = call.get("function") or {}
                 call_id = _text(call.get("id")) or new_id("call")
                 out += self.events.call(key, call_id, _text(function.get("name")))
@@ -309,6 +339,9 @@ class MessagesToResponsesStream(_Assembler):
         self._input = {"input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
         self._output_tokens = 0
         self._stop: str | None = None
+        # A block Anthropic stopped, ended only at the next one or at the message's end: only
+        # then is it known whether the model stopped in it (max_tokens: its item is incomplete).
+        self._stopped: Any = None
 
     def _handle(self, event: ServerSentEvent) -> bytes:
         data = orjson.loads(event.data)
@@ -316,6 +349,9 @@ class MessagesToResponsesStream(_Assembler):
             raise TypeError("an event must be an object")
         kind = data.get("type") or event.event
         key: Any = ("block", data.get("index", 0))
+        if kind == "content_block_start" and self._stopped is not None:
+            out, self._stopped = self.events.close(self._stopped), None
+            return out + self._handle(event)
         if kind == "message_start":
             usage = data["message"].get("usage") or {}
             for key in self._input:
@@ -338,7 +374,8 @@ class MessagesToResponsesStream(_Assembler):
                 return self.events.arguments(key, delta.get("partial_json") or "")
             return b""
         if kind == "content_block_stop":
-            return self.events.close(key)
+            self._stopped = key  # `finish` ends it with the others, else the next block's start
+            return b""
         if kind == "message_delta":
             self._stop = (data.get("delta") or {}).get("stop_reason") or self._stop
             usage = data.get("usage") or {}
@@ -347,9 +384,9 @@ class MessagesToResponsesStream(_Assembler):
                 self._input[key] = max(self._input[key], token_count(usage.get(key)))
             return b""
         if kind == "message_stop":
-            cached = self._input["cache_read_input_tokens"]
             prompt = sum(self._input.values())
-            usage = responses_usage(prompt, self._output_tokens, cached)
+            usage = responses_usage(prompt, self._output_tokens, self._input["cache_read_input_tokens"],
+                                    written=self._input["cache_creation_input_tokens"])
             return self._finish(finish_reason(self._stop), usage)
         if kind == "error":
             self._done = True

@@ -163,6 +163,22 @@ def test_function_tools_over_a_chain_across_replicas(
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_input_items_of_plain_messages_are_the_sdks_items(
+    replicas: tuple[ThreadServer, ThreadServer], model: str
+) -> None:
+    """Messages sent with their content as a string are listed as OpenAI lists them: parts."""
+    response = client(replicas[0]).responses.create(model=model, input=[
+        {"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}])
+    raw = httpx.get(f"{replicas[1].url}/v1/responses/{response.id}/input_items", params={"order": "asc"})
+    items = raw.json()["data"]
+    ITEMS.validate_python(items)
+    assert [item["content"][0]["type"] for item in items] == [
+        "input_text", "input_text", "output_text", "input_text"]
+    assert [item["content"][0]["text"] for item in items] == ["be brief", "hi", "hello", "again"]
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_follow_up_is_pinned_to_the_model_of_the_response_it_continues(
     replicas: tuple[ThreadServer, ThreadServer], model: str
 ) -> None:
@@ -225,6 +241,8 @@ def test_text_format_json_schema(replicas: tuple[ThreadServer, ThreadServer], si
     if model == TRANSLATED:
         assert body["response_format"] == {"type": "json_schema", "json_schema": {
             "name": "answer", "schema": SCHEMA, "strict": True}}
+    if model == ANTHROPIC:  # Anthropic's structured output
+        assert body["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
     if model == NATIVE:
         assert body["text"]["format"]["name"] == "answer"
 

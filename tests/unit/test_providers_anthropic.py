@@ -369,6 +369,28 @@ def test_chat_to_messages_request(chat: dict[str, Any], expected: dict[str, Any]
     assert chat == original  # the client's request is not mutated
 
 
+SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+          "additionalProperties": False}
+
+
+def test_a_json_schema_is_structured_output_both_ways() -> None:
+    """OpenAI's strict JSON schema and Anthropic's `output_config.format` are one feature, with
+    the same schema rules; `json_object` has no Anthropic equivalent and is left out, counted."""
+    chat = {"model": "m", "messages": [user("Hi")], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}}
+    drops: list[str] = []
+    anthropic_request = valid_anthropic_request(chat_to_messages_request(chat, "claude-x", drops=drops))
+    assert anthropic_request["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    back = valid_chat_request(messages_to_chat_request(anthropic_request, "gpt-x"))
+    assert back["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert back["response_format"]["json_schema"]["strict"] is True
+    loose = {**chat, "response_format": {"type": "json_object"}}
+    assert "output_config" not in chat_to_messages_request(loose, "claude-x", drops=drops)
+    assert drops == ["response_format"]
+    with pytest.raises(BadRequest, match="response_format"):  # no list to count it in: refused
+        chat_to_messages_request(loose, "claude-x")
+
+
 TOOL_CHOICES: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
     ({}, None),
     ({"tool_choice": "auto"}, {"type": "auto"}),

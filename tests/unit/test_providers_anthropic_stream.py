@@ -640,6 +640,20 @@ def test_tool_calls_without_index_or_id_and_finish_stop() -> None:
     assert blocks[1]["id"] == "x2"
 
 
+def test_calls_sent_whole_at_index_0_with_their_own_ids_are_two_tool_uses() -> None:
+    raw = openai_sse(
+        _chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "a", "arguments": '{"k":1}'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "id": "c2", "function": {"name": "a", "arguments": '{"k":2}'}}]}),
+        _chunk({}, "tool_calls"),
+        "[DONE]",
+    )
+    with anthropic_client(run(to_messages(), [raw])) as client:
+        with client.messages.stream(**MESSAGES_ARGS) as stream:
+            final = stream.get_final_message()
+    blocks = [b.model_dump() for b in final.content]
+    assert [(b["id"], b["input"]) for b in blocks] == [("c1", {"k": 1}), ("c2", {"k": 2})]
+
+
 def test_usage_absent_reports_zero_tokens() -> None:
     raw = openai_sse(_chunk({"content": "hi"}), _chunk({}, "length"), "[DONE]")
     translator = to_messages()

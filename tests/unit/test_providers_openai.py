@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.config import ModelProvider
-from gateway.providers.openai import chat_request_body, request_headers
+from gateway.providers.openai import StreamedCalls, chat_request_body, request_headers
 
 
 def provider(key: str | None) -> ModelProvider:
@@ -27,3 +27,15 @@ def test_only_the_model_changes_when_it_must() -> None:
     raw = b'{"model":"openai/gpt-4o","x_unknown_field":[1,2],"messages":[]}'
     sent = orjson.loads(chat_request_body(orjson.loads(raw), raw, "gpt-4o"))
     assert sent == {"model": "gpt-4o", "x_unknown_field": [1, 2], "messages": []}
+
+
+def test_streamed_calls_are_numbered_however_the_server_indexes_them() -> None:
+    openai_style = StreamedCalls()  # index and id once, then the arguments by index alone
+    assert [openai_style.number(c) for c in (
+        {"index": 0, "id": "a"}, {"index": 0}, {"index": 1, "id": "b"}, {"index": 1}, {"index": 0})] == [
+        0, 0, 1, 1, 0]
+    whole_at_zero = StreamedCalls()  # each call whole, all at index 0, each with its own id
+    assert [whole_at_zero.number({"index": 0, "id": i}) for i in ("a", "b", "b", "c")] == [0, 1, 1, 2]
+    no_index = StreamedCalls()  # no index: a new id is a new call, no id continues the last
+    assert [no_index.number(c) for c in ({"id": "a"}, {}, {"id": "b"}, {}, {"id": "b"})] == [0, 0, 1, 1, 1]
+    assert StreamedCalls().number({"index": True}) == 0  # a bool is not an index

@@ -143,3 +143,42 @@ def test_the_captured_codex_turn_translates_to_messages_with_its_tools() -> None
     calls = [block for m in messages["messages"] if m["role"] == "assistant" for block in m["content"]
              if block["type"] == "tool_use"]
     assert calls[0]["name"] == "exec" and "tools.exec_command" in calls[0]["input"]["input"]
+
+
+def test_a_whole_answer_cut_at_max_tokens_ends_its_last_item_incomplete_and_keeps_block_order() -> None:
+    message = {"content": [{"type": "text", "text": "first"}, {"type": "tool_use", "id": "t1", "name": "go",
+                                                                "input": {}},
+                           {"type": "text", "text": "then"}],
+               "stop_reason": "max_tokens",
+               "usage": {"input_tokens": 4, "cache_creation_input_tokens": 2, "output_tokens": 9}}
+    response = from_message({}, message, "m", "resp_1")
+    assert [(o["type"], o["status"]) for o in response["output"]] == [
+        ("message", "completed"), ("function_call", "completed"), ("message", "incomplete")]
+    assert response["usage"]["input_tokens_details"]["cache_write_tokens"] == 2
+    chat = {"choices": [{"message": {"content": "cut sho"}, "finish_reason": "length"}]}
+    assert from_chat_response({}, chat, "m", "resp_2")["output"][0]["status"] == "incomplete"
+
+
+def test_allowed_tools_offers_a_chat_model_only_those() -> None:
+    functions = [{"type": "function", "name": name, "parameters": {"type": "object"}} for name in "abc"]
+    request: dict[str, Any] = {"input": "x", "tools": functions, "tool_choice": {
+        "type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}}
+    chat = to_chat_request(request, input_items(request), "m", [])
+    assert [tool["function"]["name"] for tool in chat["tools"]] == ["b"]
+    assert chat["tool_choice"] == "required"
+    messages = to_messages_request(request, input_items(request), "claude", [])
+    assert [tool["name"] for tool in messages["tools"]] == ["b"]
+
+
+def test_a_json_schema_format_is_anthropic_structured_output() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+              "additionalProperties": False}
+    request: dict[str, Any] = {"input": "x", "text": {"format": {
+        "type": "json_schema", "name": "answer", "schema": schema, "strict": True}}}
+    drops: list[str] = []
+    messages = to_messages_request(request, input_items(request), "claude", drops)
+    assert messages["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert drops == []
+    loose: dict[str, Any] = {"input": "x", "text": {"format": {"type": "json_object"}}}
+    assert "output_config" not in to_messages_request(loose, input_items(loose), "claude", drops)
+    assert drops == ["response_format"]  # any JSON: no Anthropic equivalent, left out and counted
