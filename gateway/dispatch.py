@@ -71,7 +71,11 @@ class Dispatcher:
                 raise
             return await self._first_to_serve(request, moved.decision.models, api, forward), moved
         if plan.may_follow and served.provider.model != plan.decision.model:
-            plan = await self._follow(plan, served.provider.model)
+            try:
+                plan = await self._follow(plan, served.provider.model)
+            except BaseException:  # cancelled (the client left) while the store answered: nobody
+                served.response.close()  # else holds the response, so its connection goes back now
+                raise
         return served, plan
 
     async def _first_to_serve(

@@ -130,6 +130,47 @@ def test_without_reroute_a_failing_pinned_model_fails_the_turn(upstream: ThreadS
     assert store.lookup(key) == Pin("vllm/coder", "code_generation")
 
 
+def test_a_request_cancelled_while_the_pin_follows_gives_its_connection_back(upstream: ThreadServer) -> None:
+    """The fallback answered, and the client left while the store was moving the pin (a Redis
+    round trip): the answer's connection must go back, or the origin loses a slot for good."""
+    raw = three_models(upstream.url)
+    raw["upstream"] = {"max_connections": 1, "pool_timeout_ms": 2000}
+    config = parse_config(raw, environ={})
+    store = MemoryStore(600, 100, False)
+    metrics = Metrics()
+    decider = Decider(config, store, BuiltinRouter(config.preferences), metrics)
+    dispatcher = Dispatcher(config, UpstreamClient(config.upstream), decider, store, metrics)
+    STATUSES["coder"] = 503
+    moving = asyncio.Event()
+
+    async def slow_repin(key: str, old: Pin, new: Pin) -> Any:
+        moving.set()
+        await asyncio.sleep(60)
+
+    store.repin = slow_repin  # type: ignore[method-assign]
+    request = CHAT.parse(b'{"messages": [{"role": "user", "content": "hi"}]}', 10)
+    plan = Plan(Decision("code_generation", ("vllm/coder", "openai/gpt-4o"), "router"), "new",
+                pin_key("t", "s"), may_follow=True)
+
+    async def go() -> str:
+        await dispatcher.upstream.open()
+        try:
+            task = asyncio.ensure_future(dispatcher.run(request, plan, CHAT))
+            await asyncio.wait_for(moving.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # One connection per origin: this waits for the slot the cancelled request held.
+            again = Plan(Decision("reasoning", ("openai/gpt-4o",), "router"), "none")
+            served, _ = await dispatcher.run(request, again, CHAT)
+            served.response.close()
+            return served.provider.model
+        finally:
+            await dispatcher.upstream.close()
+
+    assert asyncio.run(go()) == "openai/gpt-4o"
+
+
 def provider(key: str | None = "sk-provider-secret-1") -> ModelProvider:
     return ModelProvider("openai/gpt-4o", "openai", "gpt-4o", "openai", "https://x/v1", key)
 
