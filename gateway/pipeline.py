@@ -40,6 +40,11 @@ def request_id(scope: Scope) -> str:
     return os.urandom(16).hex()  # 128 random bits like uuid4().hex, at less than half the cost
 
 
+def shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable("the gateway is shutting down; retry", reason="shutdown",
+                              code="shutting_down", headers={"retry-after": "1"})
+
+
 def decision_headers(rid: str, plan: Plan | None, model: str | None) -> Headers:
     headers = [(b"x-request-id", rid.encode())]
     if plan is not None and plan.rerouted_from is not None:
@@ -108,12 +113,22 @@ class Pipeline:
             else:
                 await self._whole(ctx, ctx.served, send)
         except asyncio.CancelledError:
-            if ctx.watch is None or not ctx.watch.left:
-                raise
+            left = ctx.watch is not None and ctx.watch.left
+            if not left and ctx.responding:
+                raise  # a stream ends itself in-band (`_stream`)
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            ctx.status = 499  # the client left: nobody to answer
             if ctx.served is not None:
-                ctx.served.response.close()  # it left between the headers and the body: dropped
+                ctx.served.response.close()  # dropped: nobody will read it
+            if left:
+                ctx.status = 499  # the client left: nobody to answer
+            else:
+                # The server is stopping past its drain time: answered in the API's envelope,
+                # not by uvicorn's plain 500 and a traceback.
+                error = shutting_down()
+                ctx.status = error.status
+                self._record(ctx)
+                await respond(send, error.status, api.error_body(error),
+                              decision_headers(ctx.request_id, ctx.plan, ctx.model) + error.header_pairs())
         except GatewayError as error:
             ctx.stop_watching()
             ctx.status = error.status
@@ -258,14 +273,14 @@ class Pipeline:
         try:
             await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            # The server is stopping past its drain time: end the stream in-band, not by a cut.
-            if not watching.done():
-                pumping.cancel()
-                closing = ServiceUnavailable("the gateway is shutting down", reason="shutdown")
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": api.stream_error(closing),
-                                "more_body": False})
-            raise
+            # The server is stopping past its drain time: end the stream in-band, not by a cut,
+            # and the request with it (no cancellation left for uvicorn to log as a crash).
+            pumping.cancel()
+            fail = getattr(translator, "fail_with", None)  # a translator that numbers its events
+            tail = fail(shutting_down()) if fail is not None else api.stream_error(shutting_down())
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             for task in (pumping, watching):
                 task.cancel()

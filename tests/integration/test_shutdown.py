@@ -7,6 +7,7 @@ drain), over a slow simulator, so a stream is in flight when the signal lands.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,5 +108,26 @@ def test_a_stream_past_the_drain_timeout_ends_with_an_error_event_and_the_exit_i
         assert served.process.wait(timeout=15) == 0, served.output()
         assert time.monotonic() - signalled < 10
     _, events = content_of(received)
-    assert "error" in orjson.loads(events[-1]), events[-1]
+    assert orjson.loads(events[-1])["error"]["code"] == "shutting_down", events[-1]
     assert "[DONE]" not in events
+    assert "Traceback" not in served.output() and "Exception in ASGI" not in served.output()
+
+
+def test_a_whole_answer_past_the_drain_timeout_is_a_503_envelope_not_a_crash(start: Any) -> None:
+    settings = SimulatorSettings(ttft_ms=60_000)  # the upstream answers long after the drain
+    with serve(create_simulator_app(settings)) as silent:
+        served = start(config(silent.url, drain_seconds=1))
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{served.url}/v1/chat/completions", json={**BODY, "stream": False}, timeout=30)))
+        asking.start()
+        wait_for(lambda: httpx.get(f"{silent.url}/_simulator/requests").json(),
+                 message="the request did not reach the upstream")
+        served.process.send_signal(signal.SIGTERM)
+        asking.join(timeout=20)
+        assert served.process.wait(timeout=15) == 0, served.output()
+    [answer] = answers
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "shutting_down"
+    assert answer.headers["retry-after"] == "1" and answer.headers["x-request-id"]
+    assert "Traceback" not in served.output() and "Exception in ASGI" not in served.output()
