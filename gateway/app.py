@@ -71,7 +71,7 @@ ROUTERS: dict[str, Callable[[Config, UpstreamClient], Router]] = {
 
 def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
     """`multiprocess_dir`: where `serve --workers N` keeps the workers' metric files."""
-    metrics = Metrics(multiprocess_dir)
+    metrics = Metrics(multiprocess_dir, models=config.models)
     tracer = build_tracer(config.tracing, metrics)  # None when tracing is off: nothing is wrapped
     store = build_store(config, metrics)
     response_store = build_response_store(config)

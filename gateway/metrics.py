@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -30,6 +31,9 @@ ROUTER_BUCKETS = (*FAST_BUCKETS, 2.5, 5.0, 10.0)
 # LLM latencies: tens of milliseconds to minutes.
 LLM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 FLUSH_INTERVAL_S = 1.0
+# Model names a wildcard (`anthropic/*`) served that get a label of their own; beyond them a
+# name is counted as its wildcard's, so clients asking for ever new names cannot grow /metrics.
+MODEL_LABELS = 64
 # The lifespan state key under which the app hands its Metrics to the server's connections
 # (gateway/server.py), which see what never reaches the app: refused heads, slow clients.
 SERVER_METRICS = "gateway.metrics"
@@ -91,9 +95,13 @@ class HistogramTally:
 
 class Metrics:
     def __init__(
-        self, multiprocess_dir: str | None = None, registry: CollectorRegistry | None = None
+        self, multiprocess_dir: str | None = None, registry: CollectorRegistry | None = None,
+        models: Iterable[str] = (),
     ) -> None:
+        """`models`: the configured model names, always labelled as they are."""
         self.multiprocess_dir = multiprocess_dir  # each worker's values live in files there
+        self._configured = frozenset(models)
+        self._served: set[str] = set()  # other names served (through a wildcard), up to MODEL_LABELS
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -217,12 +225,21 @@ class Metrics:
     def finished(self) -> None:
         self._inflight.value -= 1
 
+    def model_label(self, name: str) -> str:
+        """The model label for `name`: itself, unless MODEL_LABELS other names came first."""
+        if name in self._configured or name in self._served or not name:
+            return name
+        if len(self._served) < MODEL_LABELS:
+            self._served.add(name)
+            return name
+        return f"{name.partition('/')[0]}/*"
+
     def request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
-        self._tally(self.requests, endpoint, model, str(status)).add(1)
+        self._tally(self.requests, endpoint, self.model_label(model), str(status)).add(1)
         self._tally(self.request_duration, endpoint).add(seconds)
 
     def decision(self, route: str | None, model: str, source: str) -> None:
-        self._tally(self.routing_decisions, route or "", model, source).add(1)
+        self._tally(self.routing_decisions, route or "", self.model_label(model), source).add(1)
 
     def session_source(self, source: str) -> None:
         self._tally(self.affinity_sources, source).add(1)
@@ -244,13 +261,14 @@ class Metrics:
         self._tally(self.store_duration, store).add(seconds)
 
     def upstream(self, provider: str, model: str, seconds: float) -> None:
-        self._tally(self.upstream_duration, provider, model).add(seconds)
+        self._tally(self.upstream_duration, provider, self.model_label(model)).add(seconds)
 
     def first_token(self, model: str, seconds: float) -> None:
-        self._tally(self.ttft, model).add(seconds)
+        self._tally(self.ttft, self.model_label(model)).add(seconds)
 
     def usage(self, model: str, prompt: int, completion: int, cached_prompt: int = 0) -> None:
         """`cached_prompt`: the part of `prompt` the provider read from its prompt cache."""
+        model = self.model_label(model)
         if prompt > 0:  # counters only grow: prometheus_client refuses a negative increment
             self._tally(self.tokens, model, "prompt").add(prompt)
         if completion > 0:

@@ -178,7 +178,8 @@ class OtelTracer:
         spans.server.add_event("first_token", event)
         if spans.attempt is not None:
             spans.attempt.add_event("first_token", event)
-        self.metrics.exemplar(self.metrics.ttft, (model,), trace_id(spans.server), seconds)
+        label = self.metrics.model_label(model)
+        self.metrics.exemplar(self.metrics.ttft, (label,), trace_id(spans.server), seconds)
 
     def record(self, ctx: RequestContext) -> None:
         spans = self.current()

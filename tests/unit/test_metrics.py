@@ -85,6 +85,32 @@ def test_known_mix_gives_exact_counts(simulator: ThreadServer, redis_url: str) -
     assert value(samples, "gateway_affinity_store_duration_seconds_count", store="redis") == 6
 
 
+def test_model_names_a_wildcard_passes_through_cannot_grow_the_metrics_without_bound(
+    simulator: ThreadServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients choose the names a wildcard serves: past MODEL_LABELS of them, a name is counted
+    as its wildcard's; configured names always keep their own label."""
+    monkeypatch.setattr("gateway.metrics.MODEL_LABELS", 2)
+    config = three_models(simulator.url)
+    config["model_providers"].append({"model": "anthropic/*", "base_url": simulator.url, "access_key": "k"})
+    with gateway(config) as server:
+        for n in range(5):
+            answer = httpx.post(f"{server.url}/v1/messages", json={
+                "model": f"claude-made-up-{n}", "max_tokens": 8,
+                "messages": [{"role": "user", "content": "hi"}]})
+            assert answer.headers["x-gateway-model"] == f"anthropic/claude-made-up-{n}"  # served as asked
+        assert chat(server.url, "hi", model="fast").status_code == 200
+        samples = scrape(server.url)
+    labels = {dict(labels).get("model") for (name, labels) in samples if name == "gateway_requests_total"}
+    assert labels == {"anthropic/claude-made-up-0", "anthropic/claude-made-up-1", "anthropic/*",
+                      "openai/gpt-4o-mini"}
+    past_the_cap = value(samples, "gateway_requests_total", endpoint="messages", model="anthropic/*",
+                         status="200")
+    assert past_the_cap == 3
+    tokens = {dict(labels)["model"] for (name, labels) in samples if name == "gateway_tokens_total"}
+    assert tokens == labels
+
+
 def test_the_private_parts_of_prometheus_client_that_tallies_use_are_there() -> None:
     child = Metrics().request_duration.labels("chat_completions")
     bounds = child._upper_bounds
