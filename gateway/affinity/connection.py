@@ -27,6 +27,7 @@ from redis.exceptions import (
     MasterDownError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -224,7 +225,8 @@ async def check(commands: Commands, prefix: str) -> None:
     await commands.script("CHECK", (probe, f"{probe}:idx"), ())
 
 
-UNAVAILABLE = (RedisError, OSError)
+# RedisClusterException ("cannot be connected", no node reachable) is not a RedisError.
+UNAVAILABLE = (RedisError, RedisClusterException, OSError)
 
 
 def _tls(options: Mapping[str, Any]) -> ssl.SSLContext:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import redis
 import redis.asyncio
 
@@ -20,7 +21,7 @@ from gateway.affinity import Pin, Removal, pin_key
 from gateway.affinity.redis import RedisStore
 from gateway.config.schema import RoutingConfig, SessionCacheConfig
 from tests.configs import CODE, REASON, three_models
-from tests.support import RedisServer, ThreadServer, gateway, run
+from tests.support import RedisServer, ThreadServer, free_port, gateway, run
 
 A = Pin("openai/gpt-4o", "complex_reasoning")
 B = Pin("vllm/coder", "code_generation")
@@ -481,6 +482,21 @@ def test_lane_sets_in_another_bucket_take_a_second_trip(redis_url: str) -> None:
         finally:
             await store.close()
     run(main())
+
+
+def test_a_cluster_no_node_of_which_answers_fails_open(caplog: pytest.LogCaptureFixture) -> None:
+    """redis-py's cluster client says so with a RedisClusterException, which is no RedisError:
+    it must still mean "down" (degraded, served from the replica's cache), not a crash."""
+    async def main() -> None:
+        async with opened(routing(f"redis://127.0.0.1:{free_port()}", cluster=True)) as store:
+            key = pin_key("t", "cluster-down")
+            assert (await store.get(key)).degraded
+            pinned = await store.pin(key, A)
+            assert pinned.created and pinned.degraded
+            assert (await store.get(key)).pin == A  # from this replica's cache
+            assert store.state == "degraded"
+    run(main())
+    assert "unreachable at start" in caplog.text
 
 
 def test_repin_is_compare_and_set(redis_url: str, redis_server: RedisServer) -> None:
