@@ -404,7 +404,9 @@ def _session_cache(routing: Node) -> SessionCacheConfig:
     if kind == "redis" and not (url or sentinels):
         raise ConfigError(f"{node.path}.url", "is required for the redis store (or set sentinel)")
     if url and not url.startswith(("redis://", "rediss://", "redis+sentinel://", "unix://")):
-        raise ConfigError(f"{node.path}.url", f"expected a redis:// URL, got {describe(url[:12])}")
+        # (not echoed: a mistyped URL still holds its password)
+        raise ConfigError(f"{node.path}.url",
+                          "expected a redis://, rediss://, redis+sentinel:// or unix:// URL")
     cache = SessionCacheConfig(
         type=cast(Any, kind),
         url=url,

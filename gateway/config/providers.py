@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from gateway.config.reader import ConfigError
+from gateway.config.render import mask_userinfo
 from gateway.config.schema import ProviderInterface
 
 # Where each known provider's OpenAI-compatible (or native) API lives.
@@ -39,7 +40,16 @@ def api_base(provider: str, base_url: str | None, path: str) -> str:
             return DEFAULT_API_BASES[provider]
         raise ConfigError(path, f"is required for provider {provider!r}")
     parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(path, f"expected an http(s) URL, got {base_url!r}")
+    shown = mask_userinfo(base_url)  # never echo credentials
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in base_url):
+        raise ConfigError(path, f"expected an http(s) URL, got {shown!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        raise ConfigError(path, f"bad port in {shown!r}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(path, "credentials in the URL are not sent; give the key as access_key")
+    if parts.query or parts.fragment:
+        raise ConfigError(path, f"expected the API root, with no ?query or #fragment, got {shown!r}")
     root = base_url.rstrip("/")
     return root if parts.path.strip("/") else root + "/v1"

@@ -51,6 +51,12 @@ def describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def kind_of(value: Any) -> str:
+    """What a value is, without showing it."""
+    kinds = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
+    return "nothing" if value is None else kinds.get(type(value), type(value).__name__)
+
+
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -64,7 +70,8 @@ class Node:
         self, data: Any, path: str, environ: Mapping[str, str] | None = None
     ) -> None:
         if not isinstance(data, Mapping):
-            raise ConfigError(path or "config", f"expected a mapping, got {describe(data)}")
+            # The type only: a string where a mapping belongs may be a key (`auth.keys: [sk-...]`).
+            raise ConfigError(path or "config", f"expected a mapping, got {kind_of(data)}")
         self.data = data
         self.path = path
         self.environ = os.environ if environ is None else environ

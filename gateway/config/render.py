@@ -10,8 +10,12 @@ import yaml
 
 from gateway.config.schema import Config
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z+]+://[^:/@]*:)[^@]*@")
-_USERINFO = re.compile(r"(?P<head>[a-z+]+://)[^/@]*@")
+# Up to the last "@" before the path: a password may hold a raw "@" (redis-py accepts it).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z+]+://[^:/@]*:)[^/]*@")
+_USERINFO = re.compile(r"(?P<head>[a-z+]+://)[^/]*@")
+# Query values that may be credentials (`?password=`, `?api_key=`, `?token=` ...).
+_SECRET_QUERY = re.compile(
+    r"(?P<head>[?&][^=&#]*(?:pass|key|token|secret|auth)[^=&#]*=)[^&#]*", re.IGNORECASE)
 
 
 def mask(secret: str | None) -> str | None:
@@ -20,12 +24,15 @@ def mask(secret: str | None) -> str | None:
 
 
 def mask_url(url: str | None) -> str | None:
-    return None if url is None else _URL_PASSWORD.sub(r"\g<head>***@", url)
+    """A URL with its password (the user stays, as it names who connects) and any query
+    value that may be a credential hidden."""
+    return None if url is None else _SECRET_QUERY.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***@", url))
 
 
 def mask_userinfo(url: str | None) -> str | None:
-    """A proxy URL with its user and password both hidden."""
-    return None if url is None else _USERINFO.sub(r"\g<head>***@", url)
+    """A URL with its user and password both hidden (a token may stand as the user), and any
+    query value that may be a credential."""
+    return None if url is None else _SECRET_QUERY.sub(r"\g<head>***", _USERINFO.sub(r"\g<head>***@", url))
 
 
 def render_config(config: Config) -> str:
@@ -54,7 +61,7 @@ def render_config(config: Config) -> str:
         "metrics": {"enabled": config.metrics_enabled},
         "tracing": dataclasses.asdict(config.tracing),
     }
-    data["tracing"]["otlp_endpoint"] = mask_url(config.tracing.otlp_endpoint)
+    data["tracing"]["otlp_endpoint"] = mask_userinfo(config.tracing.otlp_endpoint)
     data["routing"]["session_cache"]["url"] = mask_url(config.routing.session_cache.url)
     proxy = config.upstream.proxy
     data["upstream"]["proxy"] = {"http": mask_userinfo(proxy.http), "https": mask_userinfo(proxy.https),

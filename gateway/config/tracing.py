@@ -135,7 +135,8 @@ def _check_endpoint(endpoint: str, protocol: str, where: str) -> None:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
         raise ConfigError(where, f"bad port in {shown!r}") from None
-    if protocol == "grpc" and parts.path not in ("", "/"):
+    if protocol == "grpc" and (parts.path not in ("", "/") or parts.username or parts.query):
+        # (credentials go in OTEL_EXPORTER_OTLP_HEADERS: the exporter logs its endpoint)
         raise ConfigError(where, f"a gRPC endpoint is scheme, host and port only, got {shown!r}")
 
 

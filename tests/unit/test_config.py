@@ -165,6 +165,15 @@ model_metrics_sources: [{type: cost}]
          "limits.header_timeout_seconds: must be between 0.1 and 3600"),
         ("model_providers: [{model: openai/a}]\nserver: {max_connections: 0}",
          "server.max_connections: must be between 1 and 1000000"),
+        # accepted before, then every request to the model was a 500 (or a 404 upstream)
+        ("model_providers: [{model: custom/a, base_url: 'http://h:99999/v1'}]",
+         "model_providers[0].base_url: bad port in 'http://h:99999/v1'"),
+        ("model_providers: [{model: custom/a, base_url: 'http://h:abc'}]",
+         "model_providers[0].base_url: bad port in 'http://h:abc'"),
+        ("model_providers: [{model: custom/a, base_url: 'http://h/v1?x=1'}]",
+         "model_providers[0].base_url: expected the API root, with no ?query or #fragment"),
+        ("model_providers: [{model: custom/a, base_url: 'http://my host/v1'}]",
+         "model_providers[0].base_url: expected an http(s) URL"),
     ],
 )
 def test_mistakes_name_the_key_path(text: str, message: str) -> None:
@@ -217,6 +226,15 @@ def test_keys_read_from_a_file_lose_their_newline() -> None:
          "auth.admin_keys: expected a list, got a str"),
         ("model_providers: [{model: openai/a}]\nauth: {admin_keys: [$KEY]}", {"KEY": "a\rb"},
          "auth.admin_keys[0]: contains a line break"),
+        ("model_providers: [{model: openai/a}]\nauth: {keys: [sk-verysecretkey123]}", {},
+         "auth.keys[0]: expected a mapping, got a string"),
+        ("model_providers: [{model: custom/a, base_url: 'https://u:sk-verysecretkey123@h/v1'}]", {},
+         "model_providers[0].base_url: credentials in the URL are not sent; give the key as access_key"),
+        ("model_providers: [{model: custom/a, base_url: 'ftp://u:sk-verysecretkey123@h/v1'}]", {},
+         "model_providers[0].base_url: expected an http(s) URL, got 'ftp://***@h/v1'"),
+        ("model_providers: [{model: openai/a}]\n"
+         "routing: {session_cache: {url: 'rediss//:sk-verysecretkey123@h'}}", {},
+         "routing.session_cache.url: expected a redis://, rediss://, redis+sentinel:// or unix:// URL"),
     ],
 )
 def test_a_bad_key_is_named_by_its_path_and_never_echoed(
@@ -243,10 +261,10 @@ def test_render_masks_every_secret() -> None:
     config = load(
         AFFINITY_DEMO
         + "auth: {keys: [{key: gw-secret-key, tenant: a}], admin_keys: [adm-secret]}\n"
-        + "routing: {session_cache: {url: 'redis://:redis-pass@r:6379/0'}}\n"
+        + "routing: {session_cache: {url: 'redis://:redis-pass@with-an-at@r:6379/0'}}\n"
     )
     text = render_config(config)
-    for secret in (*ENV.values(), "gw-secret-key", "adm-secret", "redis-pass"):
+    for secret in (*ENV.values(), "gw-secret-key", "adm-secret", "redis-pass", "with-an-at"):
         assert secret not in text
     assert "redis://:***@r:6379/0" in text
     assert yaml.safe_load(text)["routing"]["session_cache"]["type"] == "redis"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigError, TracingConfig, parse_config
+from gateway.config.render import render_config
 
 PROVIDERS = [{"model": "openai/gpt-4o-mini", "access_key": "sk-x"}]
 
@@ -101,6 +102,8 @@ def test_enabled_without_an_endpoint_uses_the_opentelemetry_default() -> None:
         ({"otlp_endpoint": "http://c:x"}, {}, "tracing.otlp_endpoint: bad port in 'http://c:x'"),
         ({"otlp_endpoint": "http://user:s3cret@c:x"}, {},  # credentials never echoed
          "tracing.otlp_endpoint: bad port in 'http://***@c:x'"),
+        ({"otlp_endpoint": "http://u:sk-SECRET@c:4317", "protocol": "grpc"}, {},  # the exporter logs it
+         "tracing.otlp_endpoint: a gRPC endpoint is scheme, host and port only, got 'http://***@c:4317'"),
         ({"protocol": "http/json"}, {},
          "tracing.protocol: expected one of http/protobuf, grpc, got 'http/json'"),
         ({"otlp_endpoint": "http://a:1", "opentracing_grpc_endpoint": "http://b:2"}, {},
@@ -114,7 +117,7 @@ def test_enabled_without_an_endpoint_uses_the_opentelemetry_default() -> None:
          "tracing (OTEL_EXPORTER_OTLP_ENDPOINT): expected an http:// or https:// URL, got 'ftp://c'"),
         ({"exporter": "otlp"}, {}, "tracing.exporter: unknown key (did you mean 'exporters'?)"),
         ({"batch_delay_ms": 0}, {}, "tracing.batch_delay_ms: must be between 1 and 600000, got 0"),
-        ("on", {}, "tracing: expected a mapping, got 'on'"),
+        ("on", {}, "tracing: expected a mapping, got a string"),
     ],
 )
 def test_mistakes_are_one_error_naming_the_key(block: Any, env: dict[str, str], message: str) -> None:
@@ -134,3 +137,12 @@ def test_tracing_on_without_the_extra_says_how_to_install_it(monkeypatch: pytest
         "pip install 'affinity-gateway[tracing]'")
     # Off, nothing is needed: a config with tracing off loads without the extra.
     assert not tracing({"enabled": False, "protocol": "grpc"}).enabled
+
+
+def test_check_config_masks_an_endpoints_token_whether_user_or_query() -> None:
+    for endpoint, secret in (("https://TOKEN-1@otel:4318", "TOKEN-1"),
+                             ("https://otel:4318/v1/traces?api_key=TOKEN-2&x=1", "TOKEN-2")):
+        config = parse_config({"model_providers": [{"model": "openai/a"}],
+                               "tracing": {"otlp_endpoint": endpoint}}, environ={})
+        shown = render_config(config)
+        assert secret not in shown and "otel:4318" in shown
