@@ -77,8 +77,12 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # e.g. saved as UTF-16 (PowerShell's default) or latin-1
+        raise ConfigError("", f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError("", f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -87,6 +91,27 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except RecursionError:
         raise ConfigError("", f"{path}: nested too deeply") from None
     return parse_config(data if data is not None else {}, environ)
+
+
+class DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML keeps the last one
+    silently: a second `routing:` block would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges, and the keys beside it override, by design
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise DuplicateKey(f"key {key!r} appears twice in one mapping (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
@@ -161,7 +186,7 @@ def _providers(
     seen: set[str] = set()
     for element, path in root.items("model_providers"):
         node = Node(element, path, root.environ)
-        model = node.string("model", required=True) or ""
+        model = header_safe(node.string("model", required=True) or "", f"{path}.model")
         node.string("name")
         provider, _, model_id = model.partition("/")
         if not provider or not model_id:
@@ -221,8 +246,16 @@ def _model_index(providers: tuple[ModelProvider, ...]) -> dict[str, ModelProvide
     return index
 
 
+def header_safe(text: str, path: str) -> str:
+    """A name the gateway sends back in a response header (x-gateway-model, x-gateway-route):
+    latin-1 with no control character, or every response naming it would fail to be sent."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or ord(c) > 0xFF for c in text):
+        raise ConfigError(path, f"must be latin-1 text with no control character, got {describe(text)}")
+    return text
+
+
 def _preference(node: Node, models: tuple[str, ...]) -> RoutingPreference:
-    name = node.string("name", required=True) or ""
+    name = header_safe(node.string("name", required=True) or "", node.at("name"))
     preference = RoutingPreference(
         name=name,
         description=node.string("description", "") or "",

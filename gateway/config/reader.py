@@ -43,6 +43,8 @@ def interpolate(value: str, path: str, environ: Mapping[str, str]) -> str:
             return match.group("default")
         raise ConfigError(path, f"environment variable {name} is not set")
 
+    if "${" in _ENV_PATTERN.sub("", value):  # `${VAR:?message}`, `${VAR-x}`, `${ VAR }`: kept as text
+        raise ConfigError(path, "unsupported ${...} form: use $VAR, ${VAR} or ${VAR:-default} ($$ for a $)")
     return _ENV_PATTERN.sub(replace, value)
 
 

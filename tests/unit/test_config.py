@@ -174,6 +174,12 @@ model_metrics_sources: [{type: cost}]
          "model_providers[0].base_url: expected the API root, with no ?query or #fragment"),
         ("model_providers: [{model: custom/a, base_url: 'http://my host/v1'}]",
          "model_providers[0].base_url: expected an http(s) URL"),
+        # names go back in response headers: a line break there left every such request unanswered
+        ("model_providers: [{model: openai/a}]\n"
+         "routing_preferences: [{name: \"multi\\nline\", description: b, models: [openai/a]}]",
+         "routing_preferences[0].name: must be latin-1 text with no control character"),
+        ("model_providers: [{model: \"openai/caf\\u00e9\\u2019\"}]",
+         "model_providers[0].model: must be latin-1 text with no control character"),
     ],
 )
 def test_mistakes_name_the_key_path(text: str, message: str) -> None:
@@ -268,6 +274,32 @@ def test_render_masks_every_secret() -> None:
         assert secret not in text
     assert "redis://:***@r:6379/0" in text
     assert yaml.safe_load(text)["routing"]["session_cache"]["type"] == "redis"
+
+
+@pytest.mark.parametrize("form", ["${KEY:?set it}", "${KEY-x}", "${ KEY }", "pre-${KEY"])
+def test_an_interpolation_form_that_is_not_supported_is_an_error_not_a_literal_key(form: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(f"model_providers: [{{model: openai/a, access_key: '{form}'}}]", {"KEY": "sk-1"})
+    assert str(caught.value).startswith("model_providers[0].access_key: unsupported ${...} form")
+    literal = load("model_providers: [{model: openai/a, access_key: 'a$${b}'}]")
+    assert literal.providers[0].access_key == "a${b}"
+
+
+def test_a_file_not_in_utf8_or_with_a_key_twice_is_one_error(tmp_path: Path) -> None:
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_text("model_providers: [{model: openai/a}]\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text .*save it as UTF-8"):
+        load_config(utf16)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("model_providers: [{model: openai/a}]\nrouting: {session_ttl_seconds: 60}\n"
+                     "routing: {on_pinned_failure: reroute}\n")
+    with pytest.raises(ConfigError, match=r"key 'routing' appears twice in one mapping \(line 3\)"):
+        load_config(twice)
+    merged = tmp_path / "merged.yaml"  # a merge key's keys may be overridden beside it
+    merged.write_text("base: &b {model: openai/a, default: true}\n"
+                      "model_providers: [{<<: *b, default: false}]\n")
+    with pytest.raises(ConfigError, match="base: unknown key"):  # parsed: only the extra key is refused
+        load_config(merged)
 
 
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
