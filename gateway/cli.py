@@ -26,15 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the gateway")
     serve.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     serve.add_argument("--host", help="bind address (default: the config's listener, else 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="port (default: the config's listener, else 12000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--port", type=port_number, help="port (default: the config's listener, else 12000)")
+    serve.add_argument("--workers", type=positive, default=1, help="worker processes (default 1)")
     serve.add_argument("--log-level", type=str.lower,
                        choices=("debug", "info", "warning", "error", "critical"),
                        help="(default: the config's logging.level)")
 
     simulate = commands.add_parser("simulate", help="a local fake OpenAI/Anthropic provider")
     simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8000)
+    simulate.add_argument("--port", type=port_number, default=8000)
     simulate.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token")
     simulate.add_argument("--tokens-per-s", type=float, default=0.0, help="0: as fast as possible")
     simulate.add_argument("--fail-rate", type=float, default=0.0, help="fraction answered with an error")
@@ -46,11 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_module().add_arguments(demo)
 
     check = commands.add_parser("check-config", help="validate a config and print it resolved")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", help="config file (or --config, as serve takes it)")
+    check.add_argument("--config", dest="config_file", help=argparse.SUPPRESS)
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.file)
+        file = args.file or args.config_file
+        if file is None or (args.file and args.config_file):
+            check.error("name one config file, as FILE or --config FILE")
+        return check_config(file)
     if args.command == "simulate":
         return simulate_command(args)
     if args.command == "demo":
@@ -118,6 +122,20 @@ def serve_command(args: argparse.Namespace) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:  # a larger one would wrap around to another port
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -28,6 +28,14 @@ def test_check_config_prints_resolved_config_with_keys_masked(tmp_path: Path) ->
         assert key not in result.stdout + result.stderr
 
 
+def test_check_config_takes_the_file_as_serve_does_too(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("model_providers: [{model: vllm/m}]\n")
+    assert run("check-config", "--config", str(path)).returncode == 0
+    neither = run("check-config")
+    assert neither.returncode == 2 and "name one config file" in neither.stderr
+
+
 def test_check_config_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(AFFINITY_DEMO)
@@ -52,3 +60,7 @@ def test_contradictory_or_unknown_options_are_refused_by_name() -> None:
     loud = run("serve", "--log-level", "loud")
     assert loud.returncode == 2 and "--log-level: invalid choice: 'loud'" in loud.stderr
     assert "Traceback" not in both.stderr + loud.stderr
+    wrapped = run("serve", "--port", "70000")  # it listened on 70000 - 65536 while logging 70000
+    assert wrapped.returncode == 2 and "--port: a port is 0 to 65535, not 70000" in wrapped.stderr
+    none = run("serve", "--workers", "0")
+    assert none.returncode == 2 and "--workers: must be at least 1, not 0" in none.stderr
