@@ -69,10 +69,15 @@ def demo_module() -> Any:
 
 
 def check_config(path: str) -> int:
+    from gateway.affinity import StoreRejected
+    from gateway.affinity.startup import connect_or_reject
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         config = load_config(path)
-    except ConfigError as error:
+        if config.routing.session_cache.type == "redis":
+            connect_or_reject(config.routing.session_cache)  # what serve would refuse (no I/O)
+    except (ConfigError, StoreRejected) as error:
         print(f"config error: {error}", file=sys.stderr)
         return 1
     for warning in config.warnings:

@@ -4,7 +4,7 @@ unreachable Redis is not (the store warns and starts fail-open)."""
 
 from __future__ import annotations
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from gateway.affinity.base import StoreRejected
 from gateway.affinity.connection import UNAVAILABLE, Commands, check, connect, error_code, failure_kind, where
@@ -21,9 +21,17 @@ def reason(error: BaseException) -> str:
 
 
 def connect_or_reject(cache: SessionCacheConfig) -> Commands:
+    """The store's client for the URL, or StoreRejected naming what in it no client can serve
+    (a port out of range, an option the chosen client lacks, a TLS file that is not there)."""
     try:
         return connect(cache)
     except ValueError as exc:
+        raise StoreRejected(f"routing.session_cache.url: {exc}") from None
+    except OSError as exc:  # ssl_ca_certs, ssl_certfile: read when the client is made
+        raise StoreRejected(
+            f"routing.session_cache.url: cannot read {exc.filename or 'a TLS file'} named there: "
+            f"{exc.strerror}") from None
+    except RedisClusterException as exc:  # e.g. a unix socket with cluster: true
         raise StoreRejected(f"routing.session_cache: {exc}") from None
 
 

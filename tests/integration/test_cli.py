@@ -46,6 +46,26 @@ def test_check_config_fails_with_one_line_naming_the_key(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_check_config_refuses_the_redis_urls_serve_would(tmp_path: Path) -> None:
+    """Each passed check-config before, then serve refused it or crashed with a traceback."""
+    path = tmp_path / "config.yaml"
+    cases = {
+        "redis://h:99999": "routing.session_cache.url: Port out of range",
+        "redis://h:6379?foo=bar": "routing.session_cache.url: the pipelined client does not support",
+        "redis+sentinel://h:abc/mymaster": "routing.session_cache.url: invalid literal",
+        "rediss://h:6380?ssl_ca_certs=/no/such.pem": "routing.session_cache.url: cannot read",
+    }
+    for url, message in cases.items():
+        path.write_text("model_providers: [{model: vllm/m}]\n"
+                        f"routing: {{session_cache: {{url: '{url}'}}}}\n")
+        for command in (("check-config", str(path)), ("serve", "--config", str(path))):
+            result = run(*command)
+            assert result.returncode == 1, (url, command, result.stderr)
+            last = result.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"config error: {message}"), result.stderr
+            assert "Traceback" not in result.stderr
+
+
 def test_serve_refuses_workers_with_the_memory_store(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("model_providers: [{model: vllm/m}]\n")
