@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.errors import ClientClosed, PayloadTooLarge
+from gateway.errors import ClientClosed, GatewayError, PayloadTooLarge
 from gateway.types import Headers, Receive, Scope, Send
+
+# Where the server puts the error it answered a request with on the app's behalf (the app then
+# only learns that the connection is gone), so the app records that status, not a 499.
+REFUSED = "gateway.refused"
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -33,6 +37,9 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            refused = scope.get(REFUSED)  # the server answered for the app (a body too slow: 408)
+            if isinstance(refused, GatewayError):
+                raise refused
             raise ClientClosed("the client disconnected while sending the body")
         chunk = message.get("body", b"")
         size += len(chunk)

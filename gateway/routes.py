@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.apis import error_body_for
 from gateway.errors import GatewayError, MethodNotAllowed, NoRoute
 from gateway.http import respond
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,12 +73,13 @@ class Routes:
         methods = self.match(scope)
         if methods is None:
             error: GatewayError = NoRoute(f"no route for {scope['path']}", code="not_found")
-            await respond(send, error.status, error.body(), [])
+            await respond(send, error.status, error_body_for(scope["path"], error), [])
             return
         endpoint = methods.get(scope["method"])
         if endpoint is None:
             error = MethodNotAllowed("Method Not Allowed", code="method_not_allowed")
-            await respond(send, error.status, error.body(), [(b"allow", ", ".join(methods).encode())])
+            allow = [(b"allow", ", ".join(methods).encode())]
+            await respond(send, error.status, error_body_for(scope["path"], error), allow)
             return
         tracked = _Tracked(send)
         try:
@@ -87,7 +89,7 @@ class Routes:
             logger.exception("unhandled error on %s", scope["path"])
             if not tracked.started:
                 internal = GatewayError("internal gateway error", code="internal_error")
-                await respond(send, 500, internal.body(), [])
+                await respond(send, 500, error_body_for(scope["path"], internal), [])
 
     async def run_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol around one async context manager; what it yields goes

@@ -20,15 +20,16 @@ import logging
 import math
 from dataclasses import dataclass
 from time import monotonic  # the loops' clock, read here without a method call
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from uvicorn.config import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from gateway.apis import error_body_for
 from gateway.config import Config
 from gateway.errors import GatewayError, HeadersTooLarge, Overloaded, RequestTimeout
-from gateway.http import respond
+from gateway.http import REFUSED, respond
 from gateway.metrics import SERVER_METRICS
 from gateway.types import Receive, Scope, Send
 
@@ -234,6 +235,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.headers = []  # an unfinished head's, kept no longer
         answer = answer and self.may_answer()
         if answer and not self.reading_head and self.cycle is not None:
+            scope = cast(dict[str, Any], self.cycle.scope)
+            scope[REFUSED] = error  # what the app records (read_body raises it)
             self.cycle.disconnected = True  # this request's app: its reads end now, its replies go nowhere
             self.cycle.message_event.set()
         if not answer or self.transport.is_closing():
@@ -258,7 +261,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return not self.pipeline and not cycle.response_started
 
     def response_bytes(self, error: GatewayError) -> bytes:
-        body = error.body()
+        body = error_body_for(getattr(self, "url", b""), error)  # the request line's target, if read
         head = [STATUS_LINE[error.status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
@@ -279,7 +282,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if events is not None:
             events.refused("too_many_headers")
         error = self.too_many_headers_error()
-        await respond(send, error.status, error.body(), [(b"connection", b"close")])
+        await respond(send, error.status, error_body_for(scope["path"], error), [(b"connection", b"close")])
 
     async def over_capacity(self, scope: Scope, receive: Receive, send: Send) -> None:
         events = self.events()
@@ -288,4 +291,5 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         error = Overloaded(
             f"this replica has its maximum of {self.limits.max_connections} connections open; "
             "retry shortly", code="too_many_connections", headers={"retry-after": "1"})
-        await respond(send, error.status, error.body(), [*error.header_pairs(), (b"connection", b"close")])
+        await respond(send, error.status, error_body_for(scope["path"], error),
+                      [*error.header_pairs(), (b"connection", b"close")])

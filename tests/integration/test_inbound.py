@@ -144,6 +144,29 @@ def test_a_slow_body_is_dropped(replica: ThreadServer, caplog: pytest.LogCapture
     assert metric(replica.url, "gateway_slow_clients_dropped_total", phase="body") == 1
     # the app's read of the body ended there: nothing is left in flight
     wait_for(lambda: metric(replica.url, "gateway_inflight_requests") == 0)
+    # and it is counted as what the client was answered, not as a client that left (499)
+    assert metric(replica.url, "gateway_requests_total", endpoint="chat_completions", status="408") == 1
+    assert metric(replica.url, "gateway_requests_total", status="499") == 0
+
+
+def test_under_v1_messages_an_error_before_any_endpoint_is_in_anthropics_envelope(
+    replica: ThreadServer,
+) -> None:
+    """An Anthropic SDK reads `{"type": "error", "error": {"type", "message"}}`, also for a path
+    or method the gateway does not serve, or a request refused on the wire."""
+    wrong_method = httpx.get(f"{replica.url}/v1/messages")
+    unknown = httpx.post(f"{replica.url}/v1/messages/batches", json={})
+    for answer, status in ((wrong_method, 405), (unknown, 404)):
+        assert answer.status_code == status
+        assert answer.json()["type"] == "error" and answer.json()["error"]["message"]
+    assert wrong_method.headers["allow"] == "POST"
+    sock = connect(replica.port)
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: g\r\ncontent-type: application/json\r\n"
+                 b"content-length: 100\r\n\r\n{\"messages\"")
+    status, _, body = response(until_closed(sock))
+    assert (status, body["type"]) == (408, "error")
+    assert body["error"]["message"] == "request body not received within 0.5 s"
+    assert httpx.get(f"{replica.url}/v1/nothing").json()["error"]["code"] == "not_found"  # OpenAI's
 
 
 def test_a_connection_that_never_sends_a_byte_is_closed_without_an_answer(replica: ThreadServer) -> None:
