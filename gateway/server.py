@@ -159,6 +159,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Parser callbacks. Headers are counted per request and per read, not per header: one len()
     # instead of a Python call per header on every request (a head's bytes are capped anyway).
     def on_headers_complete(self) -> None:
+        # A head that came whole in one read is past the cap only if that read was (it may
+        # hold body bytes too): then it is measured, else nothing is spent on it.
+        too_large = self.head_bytes > self.max_head_bytes and self.head_size() > self.max_head_bytes
         self.reading_head = False
         self.head_bytes = 0
         self.complete_headers = self.headers  # counted here; a new head starts a new list
@@ -167,9 +170,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.body_timeout, self.check_deadline)
         earlier = self.cycle
-        if len(self.headers) > self.max_headers:
-            app, self.app = self.app, self.too_many_headers  # for this request only
-            HttpToolsProtocol.on_headers_complete(self)
+        if len(self.headers) > self.max_headers or too_large:
+            app, self.app = self.app, self.head_too_large if too_large else self.too_many_headers
+            HttpToolsProtocol.on_headers_complete(self)  # for this request only
             self.app = app
         else:
             HttpToolsProtocol.on_headers_complete(self)
@@ -272,6 +275,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def events(self) -> InboundEvents | None:
         events: InboundEvents | None = self.app_state.get(SERVER_METRICS)
         return events
+
+    def head_size(self) -> int:
+        """The request head's bytes: request line, headers and the blank line."""
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    async def head_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app for a request whose head, come whole in one read, is past the cap."""
+        events = self.events()
+        if events is not None:
+            events.refused("headers_too_large")
+        error = HeadersTooLarge(f"request head is larger than {self.max_head_bytes} bytes",
+                                code="headers_too_large")
+        await respond(send, error.status, error_body_for(scope["path"], error), [(b"connection", b"close")])
 
     def too_many_headers_error(self) -> HeadersTooLarge:
         return HeadersTooLarge(f"request has more than {self.max_headers} headers", code="too_many_headers")

@@ -101,6 +101,23 @@ def test_a_head_past_the_cap_is_refused_while_it_is_still_being_sent(replica: Th
     assert metric(replica.url, "gateway_inbound_refused_total", reason="headers_too_large") == 1
 
 
+def test_a_head_past_the_cap_that_comes_whole_in_one_write_is_refused_too(replica: ThreadServer) -> None:
+    """Whole in one read, the head ends before the per-read check: it is measured as it ends
+    (before, GET /v1/models answered 200 to a 70 KB head under a 4 KB cap)."""
+    sock = connect(replica.port)
+    sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: g\r\nX-Pad: " + b"p" * 70_000 + b"\r\n\r\n")
+    status, headers, body = response(until_closed(sock))
+    assert (status, body["error"]["code"]) == (431, "headers_too_large")
+    assert headers[b"connection"] == b"close"
+    # A head within the cap, in one read with a body that takes the read past it: served.
+    body = orjson.dumps({"messages": [{"role": "user", "content": "x" * 2_000}]})
+    sock = connect(replica.port)
+    sock.sendall(b"POST /routing/v1/chat/completions HTTP/1.1\r\nHost: g\r\nX-Pad: " + b"p" * 3_000
+                 + b"\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    assert sock.recv(12) == b"HTTP/1.1 200"
+    sock.close()
+
+
 def test_too_many_headers_are_refused_and_the_request_never_reaches_the_app(replica: ThreadServer) -> None:
     sock = connect(replica.port)
     lines = b"".join(b"X-H%d: v\r\n" % index for index in range(30))
