@@ -122,11 +122,12 @@ def create_app(config: Config, multiprocess_dir: str | None = None) -> Routes:
         "/v1/models": {"GET": auth.guard("models", Models(config))},
         "/healthz": {"GET": Health(state, "live")},
         "/readyz": {"GET": Health(state, "ready", store)},
-        "/metrics": {"GET": auth.guard(
-            "metrics", MetricsEndpoint(metrics.render, metrics.render_openmetrics if tracer else None))},
         "/openapi.json": {"GET": auth.guard("openapi", Document(orjson.dumps(openapi_document(config))))},
         "/": {"HEAD": Reachable(), "GET": Reachable()},
     }
+    if config.metrics_enabled:  # `metrics: {enabled: false}`: not served (404)
+        exact["/metrics"] = {"GET": auth.guard(
+            "metrics", MetricsEndpoint(metrics.render, metrics.render_openmetrics if tracer else None))}
     admin = AffinityAdmin(store, auth, decider.lanes, config)
     stored = StoredResponses(response_store, auth, metrics, config, upstream)
     prefixed = (

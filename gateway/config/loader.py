@@ -206,13 +206,16 @@ def _providers(
         if responses == "native" and interface != "openai":
             raise ConfigError(f"{path}.responses", "native Responses needs an OpenAI-kind provider")
         wildcard = model_id == "*"
-        if wildcard and node.raw("default"):
+        default = node.boolean("default", False)
+        if wildcard and default:
             raise ConfigError(f"{path}.default", "a wildcard (provider/*) cannot be the default model")
         if wildcard and node.raw("routing_preferences"):
             raise ConfigError(f"{path}.routing_preferences", "name concrete models, not a wildcard")
         prefixes = node.strings("model_prefixes")
         if prefixes and not wildcard:
             raise ConfigError(f"{path}.model_prefixes", "only a wildcard (provider/*) takes model_prefixes")
+        if any(not prefix.strip() for prefix in prefixes):  # "" would take every unknown name
+            raise ConfigError(f"{path}.model_prefixes", "contains an empty prefix")
         providers.append(
             ModelProvider(
                 model=model,
@@ -221,7 +224,7 @@ def _providers(
                 interface=interface,
                 api_base=api_base(provider, base_url, f"{path}.base_url"),
                 access_key=access_key or None,
-                default=node.boolean("default", False),
+                default=default,
                 responses=cast(Any, responses),
                 model_prefixes=prefixes or (MODEL_FAMILIES.get(provider, ()) if wildcard else ()),
             )
@@ -571,22 +574,26 @@ def _auth(root: Node) -> AuthConfig:
         return AuthConfig()
     keys = []
     quotas: dict[str, int] = {}
+    first_with: dict[str, str] = {}  # key -> the path that gave it first
     for element, path in node.items("keys"):
         entry = Node(element, path, root.environ)
         key = entry.secret("key")  # latin-1 only (reader.py): compared with the header's bytes
-        if key is None:
-            raise ConfigError(f"{path}.key", "is required")
-        if not key:
-            raise ConfigError(f"{path}.key", "is empty")
         tenant = entry.string("tenant", "default") or "default"
         max_pins = None
         if entry.raw("max_pins") is not None:
             max_pins = entry.integer("max_pins", 0, 1, REDIS_STORE_MAX)
+        entry.finish()  # a misspelt `key:` is named as such, not as a missing key
+        if key is None:
+            raise ConfigError(f"{path}.key", "is required")
+        if not key:
+            raise ConfigError(f"{path}.key", "is empty")
+        if key in first_with:  # one key, one tenant: else the first would win without a word
+            raise ConfigError(f"{path}.key", f"is the same key as {first_with[key]}.key")
+        first_with[key] = path
         if max_pins is not None and quotas.setdefault(tenant, max_pins) != max_pins:
             raise ConfigError(f"{path}.max_pins", f"tenant {tenant!r} already has max_pins {quotas[tenant]} "
                               "from another key; a quota is per tenant")
         keys.append(AuthKey(key=key, tenant=tenant, max_pins=max_pins))
-        entry.finish()
     admin = node.secrets("admin_keys")
     if any(not key for key in admin):
         raise ConfigError(node.at("admin_keys"), "contains an empty key")

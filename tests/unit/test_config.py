@@ -174,6 +174,12 @@ model_metrics_sources: [{type: cost}]
          "model_providers[0].base_url: expected the API root, with no ?query or #fragment"),
         ("model_providers: [{model: custom/a, base_url: 'http://my host/v1'}]",
          "model_providers[0].base_url: expected an http(s) URL"),
+        ("model_providers: [{model: openai/a}, {model: 'anthropic/*', model_prefixes: ['']}]",
+         "model_providers[1].model_prefixes: contains an empty prefix"),
+        ("model_providers: [{model: openai/a}]\nauth: {keys: [{kee: k1}]}",
+         "auth.keys[0].kee: unknown key (did you mean 'key'?)"),
+        ("model_providers: [{model: openai/a}]\nauth: {keys: [{key: k1, tenant: a}, {key: k1, tenant: b}]}",
+         "auth.keys[1].key: is the same key as auth.keys[0].key"),
         # names go back in response headers: a line break there left every such request unanswered
         ("model_providers: [{model: openai/a}]\n"
          "routing_preferences: [{name: \"multi\\nline\", description: b, models: [openai/a]}]",
@@ -192,6 +198,12 @@ KEYED = """
 model_providers: [{model: openai/a, access_key: $KEY}]
 auth: {keys: [{key: $KEY, tenant: t}], admin_keys: [$KEY]}
 """
+
+
+def test_a_wildcard_that_says_it_is_not_the_default_loads() -> None:
+    """`default: 'false'` (a string, as an env variable gives it) was read as true, and refused."""
+    config = load("model_providers: [{model: openai/a}, {model: 'anthropic/*', default: 'false'}]")
+    assert config.wildcards[0].model == "anthropic/*"
 
 
 def test_inbound_limits_and_protected_endpoints_load() -> None:

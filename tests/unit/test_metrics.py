@@ -111,6 +111,14 @@ def test_model_names_a_wildcard_passes_through_cannot_grow_the_metrics_without_b
     assert tokens == labels
 
 
+def test_metrics_enabled_false_takes_the_endpoint_away(simulator: ThreadServer) -> None:
+    config = three_models(simulator.url)
+    config["metrics"] = {"enabled": False}  # parsed, and ignored, before
+    with gateway(config) as server:
+        assert httpx.get(f"{server.url}/metrics").status_code == 404
+        assert chat(server.url, "hi", model="fast").status_code == 200  # serving goes on
+
+
 def test_the_private_parts_of_prometheus_client_that_tallies_use_are_there() -> None:
     child = Metrics().request_duration.labels("chat_completions")
     bounds = child._upper_bounds
