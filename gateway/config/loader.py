@@ -349,12 +349,15 @@ def _router(
     if router.type == "llm":
         if router.model is None:
             raise ConfigError(routing.at("router"), "the llm router needs a model")
+        named_in_router = isinstance(raw, Mapping) and raw.get("model") is not None
+        from_override = override_model is not None and not named_in_router  # Plano's key
+        where = "overrides.llm_routing_model" if from_override else routing.at("router")
         provider = models.get(router.model)
         if provider is None:
-            raise ConfigError(routing.at("router"), f"unknown router model {router.model!r}")
+            raise ConfigError(where, f"unknown router model {router.model!r}")
         if provider.interface != "openai":
             raise ConfigError(
-                routing.at("router"),
+                where,
                 f"the llm router speaks the OpenAI API; {provider.model!r} is an {provider.interface} model",
             )
         router = RouterConfig("llm", router.threshold, provider.model, router.timeout_ms)

@@ -150,6 +150,8 @@ model_metrics_sources: [{type: cost}]
          "routing.router: the llm router needs a model"),
         ("model_providers: [{model: anthropic/a}]\nrouting: {router: {type: llm, model: anthropic/a}}",
          "routing.router: the llm router speaks the OpenAI API; 'anthropic/a' is an anthropic model"),
+        ("model_providers: [{model: openai/a}]\noverrides: {llm_routing_model: nope}",
+         "overrides.llm_routing_model: unknown router model 'nope'"),
         ("model_providers: [{model: openai/a}]\nrouting: {on_pinned_failure: retry}",
          "routing.on_pinned_failure: expected one of error, reroute, got 'retry'"),
         ("model_providers: [{model: openai/a, default: maybe}]",
