@@ -39,6 +39,9 @@ HEAD, BODY = "head", "body"
 # that the client reads the refusal instead of a reset for the bytes it was still sending.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+# Served past server.max_connections too: a full pod is alive, and a liveness probe that failed
+# would get it restarted with its streams. (/readyz is refused: a full pod is not ready for more.)
+PROBES = frozenset({"/healthz"})
 
 
 class InboundEvents(Protocol):
@@ -123,7 +126,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self.app = self.over_capacity  # this connection's requests only
+            self.served_app, self.app = self.app, self.over_capacity  # this connection's requests only
         self.expect(HEAD, self.head_timeout)  # a connection that never sends a head too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -301,6 +304,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         await respond(send, error.status, error_body_for(scope["path"], error), [(b"connection", b"close")])
 
     async def over_capacity(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in PROBES:  # a full pod is alive: the kubelet must not restart it for that
+            await self.served_app(scope, receive, send)
+            return
         events = self.events()
         if events is not None:
             events.refused("too_many_connections")

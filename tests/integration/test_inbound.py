@@ -241,12 +241,15 @@ def test_a_pipelined_request_waits_for_its_turn_without_its_body_clock_running()
 def test_connections_past_the_cap_get_a_503_until_one_closes() -> None:
     with gateway(config_with({}, {"max_connections": 3})) as replica:
         held = [connect(replica.port) for _ in range(3)]
-        refused = httpx.get(f"{replica.url}/healthz")
+        refused = httpx.get(f"{replica.url}/v1/models")
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "too_many_connections"
         assert refused.headers["retry-after"] == "1"
+        # A full pod is alive (liveness must not get it restarted), but not ready for more.
+        assert httpx.get(f"{replica.url}/healthz").status_code == 200
+        assert httpx.get(f"{replica.url}/readyz").status_code == 503
         held.pop().close()
-        wait_for(lambda: httpx.get(f"{replica.url}/healthz").status_code == 200)
+        wait_for(lambda: httpx.get(f"{replica.url}/v1/models").status_code == 200)
         for sock in held:
             sock.close()
         wait_for(lambda: metric(replica.url, "gateway_inbound_refused_total",
