@@ -389,7 +389,8 @@ def test_network_policies(rendered: dict[str, Rendered]) -> None:
     test_peer = {"podSelector": {"matchLabels": {**gateway_labels, "app.kubernetes.io/component": "test"}}}
     assert test_peer["podSelector"]["matchLabels"].items() <= test_pod_labels.items()
     peers = policies["agw"]["spec"]["ingress"][0]["from"]
-    assert peers == [*scenario_values("trial")["networkPolicy"]["ingressFrom"], test_peer]
+    policy = scenario_values("trial")["networkPolicy"]
+    assert peers == [*policy["ingressFrom"], *policy["metricsFrom"], test_peer]  # Prometheus too
 
 
 def test_monitoring_objects_carry_the_observability_files(
