@@ -51,8 +51,10 @@ class MemoryStore:
         if self.refresh and touch:
             self._entries[key] = (pin, now + self.ttl)
             self._entries.move_to_end(key)
-            if self._tenants:
-                self._tenant(key).move_to_end(key)
+            if self._tenants:  # only a tenant with a quota keeps an index, and only of its pins
+                keys = self._tenants.get(split_key(key)[1])
+                if keys is not None and key in keys:
+                    keys.move_to_end(key)
         return pin
 
     def expires_in(self, key: str) -> float | None:

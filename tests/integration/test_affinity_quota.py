@@ -146,3 +146,22 @@ def test_quota_config() -> None:
                      environ={})
     with pytest.raises(ConfigError, match="max_pins"):
         parse_config({**base, "auth": {"keys": [{"key": "k1", "max_pins": 0}]}}, environ={})
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_with_a_sliding_ttl_a_tenant_without_a_quota_beside_one_with_one_keeps_its_pins(
+    kind: str, redis_url: str
+) -> None:
+    """Only a tenant with a quota is indexed: the hit of another tenant's pin (in the memory
+    store, and in the Redis store's local copy) failed on the missing index entry, a 500 on
+    every later turn of that tenant."""
+    async def main() -> None:
+        quotas = Quotas(overrides={tenant_tag("capped"): 5})
+        async with store_of(kind, quotas, redis_url, refresh=True) as store:
+            assert (await store.pin(pin_key("capped", "s"), A)).created
+            free = pin_key("free", "s")
+            assert (await store.pin(free, B)).created
+            for _ in range(3):
+                assert (await store.get(free)).pin == B
+
+    run(main())

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from gateway.affinity import MemoryStore, Pin, Removal, pin_key, validate_affinity_id
+from gateway.affinity.base import Quotas, tenant_tag
 from gateway.errors import BadRequest
 from tests.support import run
 
@@ -172,3 +173,15 @@ def test_drain_takes_live_pins_closest_to_expiry_first() -> None:
     assert memory.drain(5) == [("c", B)]
     assert memory.drain(5) == []
     assert run(memory.count()) == 0
+
+
+def test_a_sliding_hit_of_a_tenant_without_a_quota_beside_one_with_a_quota() -> None:
+    """Only tenants with a quota are indexed: a hit of another tenant's pin found no index entry
+    to move (KeyError: every later turn of that tenant was a 500)."""
+    quotas = Quotas(0, {tenant_tag("a"): 5})
+    memory = MemoryStore(10, 100, refresh=True, clock=Clock(), quotas=quotas)
+    run(memory.pin(pin_key("a", "s"), A))
+    other = pin_key("b", "s")
+    assert run(memory.pin(other, B)).created
+    assert run(memory.get(other)).pin == B
+    assert run(memory.get(pin_key("a", "s"))).pin == A
