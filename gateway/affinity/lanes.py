@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 MAX_SESSIONS = 10_000
-MAX_LANES = 32  # per session: a harness with more sub-agents than this lists the newest
+# Per session: a harness with more sub-agents than this lists its first lane (the main loop,
+# pinned first) and the newest others.
+MAX_LANES = 32
 
 
 class LaneIndex:
@@ -32,7 +34,7 @@ class LaneIndex:
         if lane not in lanes:
             lanes.append(lane)
             if len(lanes) > self.max_lanes:
-                del lanes[0]
+                del lanes[1]  # the oldest but the first: the main loop stays listed
 
     def lanes(self, tenant: str, affinity_id: str) -> list[str]:
         return list(self._lanes.get((tenant, affinity_id), ()))

@@ -55,13 +55,14 @@ end
 """
 
 # add_lane(set, index, lane, ttl ms, cap of sets, most lanes per session): adds the lane to the
-# session's set (the oldest beyond the most go), restarts the set's TTL, and trims the bucket's
-# index of sets to the cap, dropping the sets closest to expiry.
+# session's set (beyond the most, the oldest go but the first: the main loop, pinned first),
+# restarts the set's TTL, and trims the bucket's index of sets to the cap, dropping the sets
+# closest to expiry.
 _ADD_LANE = """
 local function add_lane(set, index, lane, ttl, cap, most)
-  redis.call('ZADD', set, now, lane)
+  redis.call('ZADD', set, 'NX', now, lane)
   local excess = redis.call('ZCARD', set) - most
-  if excess > 0 then redis.call('ZPOPMIN', set, excess) end
+  if excess > 0 then redis.call('ZREMRANGEBYRANK', set, 1, excess) end
   redis.call('PEXPIRE', set, ttl)
   redis.call('ZADD', index, now + ttl, set)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
@@ -221,6 +222,7 @@ redis.call('ZSCORE', KEYS[2], KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', 0)
 redis.call('ZCARD', KEYS[2])
 redis.call('ZPOPMIN', KEYS[2], 1)
+redis.call('ZREMRANGEBYRANK', KEYS[2], 1, 0)
 redis.call('ZRANGE', KEYS[2], 0, -1)
 redis.call('ZREM', KEYS[2], KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2])

@@ -205,6 +205,29 @@ def test_with_a_sliding_ttl_a_lanes_hit_keeps_the_listing_and_the_admin_api_only
             session.close()
 
 
+def test_past_32_sub_agents_the_main_loop_stays_listed_and_a_delete_takes_it(
+    replicas: list[ThreadServer],
+) -> None:
+    """The main loop's model comes through a wildcard (no configured name lists it): had its
+    lane been trimmed as the oldest, an admin DELETE would answer 200 and leave it pinned."""
+    session = ClaudeCodeLike(replicas)
+    try:
+        assert served(session.send(CODE, model=SIDE_MODEL))[1] == "new"  # the main loop, first
+        for n in range(34):
+            session.send(REASON, agent=f"agent-{n}")
+        key = httpx.post(f"{replicas[0].url}/routing/v1/messages", json={
+            "model": SIDE_MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+            headers={"X-Claude-Code-Session-Id": session.session}).json()["session_id"]
+        for replica in replicas:
+            listed = [lane["lane"] for lane in httpx.get(f"{replica.url}/v1/affinity/{key}").json()["lanes"]]
+            assert listed[0] == f"model:{SIDE_MODEL}" and "agent:agent-33" in listed
+        gone = httpx.delete(f"{replicas[1].url}/v1/affinity/{key}").json()["lanes"]
+        assert f"model:{SIDE_MODEL}" in gone
+        assert served(session.send(CODE, model=SIDE_MODEL))[1] == "new"  # really unpinned
+    finally:
+        session.close()
+
+
 def test_explicit_header_wins_and_bad_input(replicas: list[ThreadServer]) -> None:
     session = ClaudeCodeLike(replicas)
     try:
