@@ -94,6 +94,9 @@ if quota > 0 then
   redis.call('ZADD', KEYS[4], expires, KEYS[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   evicted = evicted + trim(KEYS[4], quota)
+  -- The tenant's index goes when its last pin does: tenants come and go (from a header).
+  local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIREAT', KEYS[4], math.ceil(tonumber(last[2]))) end
 end
 redis.call('ZADD', KEYS[2], expires, KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -151,7 +154,12 @@ if value then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('ZADD', KEYS[2], 'XX', expires, KEYS[1])
   local tag = string.match(value, '^[^\\t]*\\t[^\\t]*\\t[^\\t]*\\t[^\\t]*\\t([^\\t]+)$')
-  if tag then redis.call('ZADD', string.sub(KEYS[2], 1, -5) .. ':t:' .. tag, 'XX', expires, KEYS[1]) end
+  if tag then
+    local tenant_index = string.sub(KEYS[2], 1, -5) .. ':t:' .. tag
+    if redis.call('ZADD', tenant_index, 'XX', 'CH', expires, KEYS[1]) == 1 then
+      redis.call('PEXPIRE', tenant_index, ARGV[1])  -- the newest expiry: lives as long as it
+    end
+  end
   if #KEYS >= 4 and redis.call('PEXPIRE', KEYS[3], ARGV[1]) == 1 then
     redis.call('ZADD', KEYS[4], 'XX', expires, KEYS[3])
   end
@@ -216,6 +224,7 @@ redis.call('SET', KEYS[1], '1', 'NX', 'PX', 1000)
 redis.call('GET', KEYS[1])
 redis.call('EXISTS', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], 1000)
+redis.call('PEXPIREAT', KEYS[1], 1)
 redis.call('ZADD', KEYS[2], now, KEYS[1])
 redis.call('ZADD', KEYS[2], 'XX', now, KEYS[1])
 redis.call('ZSCORE', KEYS[2], KEYS[1])

@@ -16,7 +16,7 @@ from gateway.affinity.base import tenant_tag
 from gateway.affinity.redis import RedisStore
 from gateway.config import ConfigError, parse_config
 from tests.configs import CODE, three_models
-from tests.support import RedisServer, ThreadServer, gateway, run
+from tests.support import RedisServer, ThreadServer, gateway, run, wait_for
 from tests.unit.test_affinity_redis import A, B, routing
 
 CAP = 30
@@ -165,3 +165,27 @@ def test_with_a_sliding_ttl_a_tenant_without_a_quota_beside_one_with_one_keeps_i
                 assert (await store.get(free)).pin == B
 
     run(main())
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_a_tenants_index_goes_when_its_last_pin_does(
+    refresh: bool, redis_url: str, redis_server: RedisServer
+) -> None:
+    """Tenants come and go (a tenant header names them): each tenant's index in Redis expires
+    with its newest pin, or every tenant ever seen would leave a key behind for good."""
+    async def main() -> None:
+        store = RedisStore(routing(redis_url, ttl=1, refresh=refresh), quotas=Quotas(default=2))
+        await store.open()
+        try:
+            for n in range(20):
+                await store.pin(pin_key(f"tenant-{n}", "s"), A)
+            await store.get(pin_key("tenant-0", "s"))  # a hit: a sliding one moves the index too
+            assert len(redis_server.command("KEYS", "*:t:*")) == 20
+            assert all(0 < int(redis_server.command("PTTL", key)) <= 1000
+                       for key in redis_server.command("KEYS", "*:t:*"))
+        finally:
+            await store.close()
+
+    run(main())
+    wait_for(lambda: redis_server.command("KEYS", "*:t:*") == [], timeout=5,
+             message="tenant indexes outlived their pins")
