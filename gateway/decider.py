@@ -123,7 +123,7 @@ class Decider:
             status = "degraded" if pinned.degraded else "new"
             return Plan(decision, status, key, may_follow=True, may_reroute=self.reroute, session=session)
         self.metrics.affinity("race_lost")  # another replica pinned this session first: serve its choice
-        served = Decision(pinned.pin.route, (pinned.pin.model,), decision.source)
+        served = Decision(pinned.pin.route, (pinned.pin.model,), "affinity")  # the winner's pin
         status = "degraded" if pinned.degraded else "hit"
         return Plan(served, status, key, may_reroute=self.reroute, session=session)
 

@@ -124,7 +124,8 @@ class Dispatcher:
         if pinned.pin.model == failed:
             return None
         decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
-        status: AffinityStatus = "degraded" if pinned.degraded else "new"
+        # Lost the compare-and-set: served on the pin another replica moved it to, a hit.
+        status: AffinityStatus = "degraded" if pinned.degraded else "new" if pinned.created else "hit"
         return Plan(decision, status, plan.key, rerouted_from=failed, session=plan.session)
 
     async def _move(self, key: str, old: Pin, new: Pin) -> Pinned:

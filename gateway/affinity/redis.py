@@ -169,7 +169,7 @@ class RedisStore:
         if raw is None:
             return await self._missed(key)
         pin = Pin.decode(raw)
-        self._remember(key, pin)
+        self._remember(key, pin, touch=touch)
         return Lookup(pin)
 
     def _get_locally(self, key: str) -> Lookup:
@@ -246,11 +246,12 @@ class RedisStore:
         self._remember(key, winner)
         return Pinned(winner, created=bool(created), evicted=int(evicted))
 
-    def _remember(self, key: str, pin: Pin) -> None:
+    def _remember(self, key: str, pin: Pin, *, touch: bool = True) -> None:
         """Copy a pin into the fail-open cache. A hit on a pin already there leaves its local
-        expiry alone (a sliding one was slid by the lookup), so with a fixed TTL the copy does
-        not outlive the pin in Redis; a pin rewritten in a new epoch replaces its copy."""
-        held = self.local.lookup(key)
+        expiry alone (a sliding one was slid by the lookup, unless only looked at), so with a
+        fixed TTL the copy does not outlive the pin in Redis; a pin rewritten in a new epoch
+        replaces its copy."""
+        held = self.local.lookup(key, touch=touch)
         if held != pin or held is None or held.stored != pin.stored:
             self.local.store(key, pin)
 

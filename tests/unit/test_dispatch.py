@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.affinity import MemoryStore, Pin, pin_key
+from gateway.affinity import Lookup, MemoryStore, Pin, pin_key
 from gateway.apis import CHAT
 from gateway.config import Config, ModelProvider, parse_config
 from gateway.decider import Decider, Plan
@@ -19,6 +19,7 @@ from gateway.dispatch import Dispatcher, parse_retry_after, scrub, status_error
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
 from gateway.routing import BuiltinRouter, Decision
+from gateway.sessions import Session
 from gateway.upstream import UpstreamClient
 from tests.configs import three_models
 from tests.support import ThreadServer, read_all, serve
@@ -116,6 +117,36 @@ def test_a_failing_pinned_model_is_rerouted_when_the_config_says_so(upstream: Th
     model, after = serve_plan(dispatcher, plan)
     assert model != "vllm/coder" and after.rerouted_from == "vllm/coder"
     assert store.lookup(key) == Pin(model, after.decision.route)
+
+
+def test_a_reroute_that_lost_the_race_is_a_hit_on_the_pin_that_won(upstream: ThreadServer) -> None:
+    """Another replica moved the pin first: this turn is served on its pin, which is a hit."""
+    _, store, dispatcher = build(upstream.url, on_pinned_failure="reroute")
+    key = pin_key("t", "s")
+    asyncio.run(store.pin(key, Pin("openai/gpt-4o-mini", None)))  # where the other replica moved it
+    STATUSES["coder"] = 503
+    plan = Plan(Decision("code_generation", ("vllm/coder",), "affinity"), "hit", key, may_reroute=True)
+    model, after = serve_plan(dispatcher, plan)
+    assert (model, after.status) == ("openai/gpt-4o-mini", "hit")
+
+
+def test_a_first_turn_that_lost_the_race_to_pin_is_decided_by_affinity(upstream: ThreadServer) -> None:
+    """Two replicas pin a session's first turn at once: the loser serves the winner's pin, and its
+    routing decision says so (the routing endpoint answered "pinned": false with status hit)."""
+    _, store, dispatcher = build(upstream.url)
+    key = pin_key("t", "race")
+    asyncio.run(store.pin(key, Pin("openai/gpt-4o-mini", None)))  # the winner's
+    real_get = store.get
+
+    async def stale_get(key: str, session: str | None = None, *, touch: bool = True) -> Lookup:
+        await real_get(key, session, touch=touch)
+        return Lookup(None)  # read before the winner's pin landed
+
+    store.get = stale_get  # type: ignore[method-assign]
+    request = CHAT.parse(b'{"messages": [{"role": "user", "content": "write a function"}]}', 10)
+    plan = asyncio.run(dispatcher.decider.plan(request, Session("race", "header", ""), "t"))
+    assert (plan.status, plan.decision.models, plan.decision.source) == (
+        "hit", ("openai/gpt-4o-mini",), "affinity")
 
 
 def test_without_reroute_a_failing_pinned_model_fails_the_turn(upstream: ThreadServer) -> None:
