@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Affinity Gateway: a slim, non-root image. Build: docker build -t affinity-gateway .
 # Run:  docker run -p 12000:12000 -v $PWD/config.yaml:/etc/affinity-gateway/config.yaml:ro \
-#         -e OPENAI_API_KEY affinity-gateway
+#         -e OPENAI_API_KEY -e ANTHROPIC_API_KEY affinity-gateway
+# (every $VAR the config names must be set: the repository's config.yaml names both keys)
 ARG PYTHON_VERSION=3.11
 
 # --- build: install the package and its dependencies into a virtualenv --------------------
@@ -33,6 +34,9 @@ RUN groupadd --system --gid 10001 gateway \
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 EXPOSE 12000
+# For plain docker and Compose (Kubernetes uses its own probes): the slim image has no curl.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:12000/healthz', timeout=2)"]
 # Config is mounted here (ConfigMap in Kubernetes); $VARs in it come from the environment.
 ENTRYPOINT ["affinity-gateway"]
 CMD ["serve", "--config", "/etc/affinity-gateway/config.yaml", "--host", "0.0.0.0", "--port", "12000"]

@@ -105,8 +105,8 @@ class Decider:
             decision = Decision(found.route, (found.model,), "affinity")
             status: AffinityStatus = "degraded" if lookup.degraded else "hit"
             return Plan(decision, status, key, may_reroute=self.reroute, session=session)
-        if found is not None:  # pinned to a model that has left the config: route afresh
-            await self.store.delete(key)
+        if found is not None and pin:  # pinned to a model that has left the config: route afresh
+            await self.store.delete(key)  # (not when only counting tokens: that changes nothing)
         decision = await self.route(request)
         if not pin:
             return Plan(decision, "none", session=session)

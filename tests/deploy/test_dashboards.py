@@ -137,6 +137,24 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
     return exprs
 
 
+def affinity_events() -> set[str]:
+    """The `event` label values the gateway counts (`metrics.affinity("...")` in its source)."""
+    source = "".join(path.read_text() for path in (DEPLOY.parent / "gateway").rglob("*.py"))
+    return set(re.findall(r'\.affinity\("([a-z_]+)"', source))
+
+
+def test_dashboard_and_alerts_ask_only_for_affinity_events_the_gateway_counts(
+    dashboard: dict[str, Any], rules: list[dict[str, Any]]
+) -> None:
+    """A misspelt or invented label value is a panel that stays empty without a word."""
+    known = affinity_events()
+    assert {"hit", "new", "degraded"} <= known
+    exprs = [*dashboard_exprs(dashboard), *(rule["expr"] for rule in rules)]
+    asked = {value for expr in exprs for match in re.findall(r'event=~?"([^"]+)"', expr)
+             for value in match.split("|")}
+    assert asked and asked <= known, asked - known
+
+
 def test_expression_checker_catches_mistakes() -> None:
     assert check_expr('sum(rate(gateway_requests_total{status=~"5.."}[5m]))') == []
     assert check_expr("rate(gateway_request_total[5m])") == ["unknown series gateway_request_total"]

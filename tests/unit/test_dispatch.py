@@ -149,6 +149,16 @@ def test_a_first_turn_that_lost_the_race_to_pin_is_decided_by_affinity(upstream:
         "hit", ("openai/gpt-4o-mini",), "affinity")
 
 
+def test_counting_tokens_leaves_a_pin_to_a_model_gone_from_the_config(upstream: ThreadServer) -> None:
+    """A turn routes such a session afresh (and replaces the pin); a count changes nothing."""
+    _, store, dispatcher = build(upstream.url)
+    key = pin_key("t", "old")
+    asyncio.run(store.pin(key, Pin("vllm/retired", None)))
+    request = CHAT.parse(b'{"messages": [{"role": "user", "content": "hi"}]}', 10)
+    plan = asyncio.run(dispatcher.decider.plan(request, Session("old", "header", ""), "t", pin=False))
+    assert plan.status == "none" and store.lookup(key) == Pin("vllm/retired", None)
+
+
 def test_without_reroute_a_failing_pinned_model_fails_the_turn(upstream: ThreadServer) -> None:
     _, store, dispatcher = build(upstream.url)
     key = pin_key("t", "s")
