@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from gateway.affinity import AffinityStore, Pin, pin_key
-from gateway.affinity.base import tenant_tag
+from gateway.affinity.base import LaneRef, split_key, tenant_tag
 from gateway.affinity.lanes import LaneIndex
 from gateway.apis.base import ClientRequest, Continued
 from gateway.config import Config
@@ -35,6 +35,7 @@ class Plan:
     may_reroute: bool = False
     rerouted_from: str | None = None  # the planned model that did not serve, when the pin moved
     session: Session | None = None  # where the session key came from, and the lane
+    tenant: str = ""
 
     @property
     def source(self) -> str:
@@ -104,7 +105,7 @@ class Decider:
             self.metrics.decision(found.route, found.model, "affinity")
             decision = Decision(found.route, (found.model,), "affinity")
             status: AffinityStatus = "degraded" if lookup.degraded else "hit"
-            return Plan(decision, status, key, may_reroute=self.reroute, session=session)
+            return Plan(decision, status, key, may_reroute=self.reroute, session=session, tenant=tenant)
         if found is not None and pin:  # pinned to a model that has left the config: route afresh
             await self.store.delete(key)  # (not when only counting tokens: that changes nothing)
         decision = await self.route(request)
@@ -121,11 +122,19 @@ class Decider:
         if pinned.created:
             self.metrics.affinity("new")
             status = "degraded" if pinned.degraded else "new"
-            return Plan(decision, status, key, may_follow=True, may_reroute=self.reroute, session=session)
+            return Plan(decision, status, key, may_follow=True, may_reroute=self.reroute, session=session,
+                        tenant=tenant)
         self.metrics.affinity("race_lost")  # another replica pinned this session first: serve its choice
         served = Decision(pinned.pin.route, (pinned.pin.model,), "affinity")  # the winner's pin
         status = "degraded" if pinned.degraded else "hit"
-        return Plan(served, status, key, may_reroute=self.reroute, session=session)
+        return Plan(served, status, key, may_reroute=self.reroute, session=session, tenant=tenant)
+
+    def listing(self, plan: Plan) -> LaneRef | None:
+        """(the session's lane-less key, the lane) of a plan's pin: where its lane is listed."""
+        if plan.key is None or plan.session is None:
+            return None
+        tag = split_key(plan.key)[1]
+        return self._session_key(plan.key, plan.tenant, plan.session, tag), plan.session.lane
 
     @staticmethod
     def _session_key(key: str, tenant: str, session: Session, tag: str) -> str:

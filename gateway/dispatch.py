@@ -105,7 +105,7 @@ class Dispatcher:
         turns go where its context now is."""
         assert plan.key is not None
         route = plan.decision.route
-        await self._move(plan.key, Pin(plan.decision.model, route), Pin(model, route))
+        await self._move(plan, Pin(plan.decision.model, route), Pin(model, route))
         decision = Decision(route, (model,), plan.decision.source)
         return replace(plan, decision=decision, may_follow=False, rerouted_from=plan.decision.model)
 
@@ -120,7 +120,7 @@ class Dispatcher:
             models = [m for m in (self.config.default_model,) if m != failed]
         if not models:
             return None
-        pinned = await self._move(plan.key, Pin(failed, plan.decision.route), Pin(models[0], fresh.route))
+        pinned = await self._move(plan, Pin(failed, plan.decision.route), Pin(models[0], fresh.route))
         if pinned.pin.model == failed:
             return None
         decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
@@ -128,9 +128,10 @@ class Dispatcher:
         status: AffinityStatus = "degraded" if pinned.degraded else "new" if pinned.created else "hit"
         return Plan(decision, status, plan.key, rerouted_from=failed, session=plan.session)
 
-    async def _move(self, key: str, old: Pin, new: Pin) -> Pinned:
+    async def _move(self, plan: Plan, old: Pin, new: Pin) -> Pinned:
         """Compare-and-set the pin from `old` to `new`; the pin that stands comes back."""
-        pinned = await self.store.repin(key, old, new)
+        assert plan.key is not None
+        pinned = await self.store.repin(plan.key, old, new, self.decider.listing(plan))
         self.metrics.affinity("new" if pinned.created else "race_lost")
         return pinned
 

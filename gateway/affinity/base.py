@@ -122,9 +122,10 @@ class AffinityStore(Protocol):
         lanes to every replica (see `lanes`)."""
         ...
 
-    async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
+    async def repin(self, key: str, old: Pin, new: Pin, lane: LaneRef | None = None) -> Pinned:
         """Compare-and-set: `new` replaces the pin only while it still equals `old` (or the pin
-        has lapsed); otherwise the current pin comes back with created=False."""
+        has lapsed); otherwise the current pin comes back with created=False. `lane` as for
+        `pin`: the moved pin's lane stays listed as long as it lives."""
         ...
 
     async def delete(self, key: str) -> Removal: ...

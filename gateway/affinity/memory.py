@@ -150,7 +150,7 @@ class MemoryStore:
     async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         return self.put(key, pin)
 
-    async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
+    async def repin(self, key: str, old: Pin, new: Pin, lane: LaneRef | None = None) -> Pinned:
         return self.replace(key, old, new)
 
     async def delete(self, key: str) -> Removal:

@@ -260,9 +260,14 @@ class RedisStore:
         self._unsynced.store(key, result.pin)
         return Pinned(result.pin, result.created, result.evicted, degraded=True)
 
-    async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
+    async def repin(self, key: str, old: Pin, new: Pin, lane: LaneRef | None = None) -> Pinned:
+        keys: tuple[str, ...]
         keys, tenant, quota = self._write_keys(key)
         args: Args = (old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket, quota, tenant)
+        if lane is not None:  # in the same script where the set shares the pin's slot, else not
+            lane_keys = self._lane_keys(lane[0])
+            if lane_keys[1] == f"{keys[1][:-4]}:sidx":
+                keys, args = (*keys, *lane_keys), (*args, lane[1], MAX_LANES)
         try:
             replaced, raw, evicted = await self._redis(self.commands.script, "REPIN", keys, args)
         except Unavailable:

@@ -119,15 +119,19 @@ return {1, value, evicted}
 """
 
 # ARGV: old pin, new pin, ttl ms, cap, quota, tenant tag. Compare-and-set on the pin (model and
-# route); a lapsed pin counts as replaceable. Returns {replaced, current value, evicted}.
-REPIN = _NOW + _HELPERS + """
+# route); a lapsed pin counts as replaceable. Returns {replaced, current value, evicted}. With
+# KEYS 6 and 7 and ARGV 7 and 8 (as PIN's), the moved pin's lane listing lives as long as it.
+REPIN = _NOW + _HELPERS + _ADD_LANE + """
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] and string.sub(current, 1, #ARGV[1] + 1) ~= ARGV[1] .. '\\t' then
   return {0, current, 0}
 end
 local pin, cap, quota, tag = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local expires = now + tonumber(ARGV[3])
-""" + _EPOCH + _WRITE + "return {1, value, evicted}\n"
+""" + _EPOCH + _WRITE + """
+if #KEYS >= 7 then add_lane(KEYS[6], KEYS[7], ARGV[7], tonumber(ARGV[3]), cap, tonumber(ARGV[8])) end
+return {1, value, evicted}
+"""
 
 # ARGV: pin, expires ms, the epoch the replica saw it in, cap, quota, tenant tag.
 # A replica holds a pin Redis does not: write it back (first writer wins) only if Redis lost it

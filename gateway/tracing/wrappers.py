@@ -82,8 +82,8 @@ class TracedStore:
     async def pin(self, key: str, pin: Pin, lane: LaneRef | None = None) -> Pinned:
         return await in_span(self._span("pin", key), self.store.pin(key, pin, lane), pinned)
 
-    async def repin(self, key: str, old: Pin, new: Pin) -> Pinned:
-        return await in_span(self._span("repin", key), self.store.repin(key, old, new), pinned)
+    async def repin(self, key: str, old: Pin, new: Pin, lane: LaneRef | None = None) -> Pinned:
+        return await in_span(self._span("repin", key), self.store.repin(key, old, new, lane), pinned)
 
     async def delete(self, key: str) -> Removal:
         return await in_span(self._span("delete", key), self.store.delete(key), removed)

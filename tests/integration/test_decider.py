@@ -7,7 +7,7 @@ import pytest
 
 from gateway.simulator import SimulatorSettings, create_simulator_app
 from tests.configs import CODE, REASON, three_models
-from tests.support import ThreadServer, gateway, serve
+from tests.support import RedisServer, ThreadServer, gateway, serve
 
 
 def dead_url() -> str:
@@ -78,3 +78,30 @@ def test_a_request_the_upstream_rejects_does_not_move_the_pin(
         after = chat(replica.url, REASON)
         assert (after.headers["x-gateway-model"], after.headers["x-model-affinity-status"]) == (
             "vllm/coder", "hit")
+
+
+def test_a_rerouted_sub_agent_lane_stays_listed_for_every_replica(
+    simulator: ThreadServer, redis_url: str, redis_server: RedisServer
+) -> None:
+    """The reroute moves the lane's pin with a fresh TTL, and its session's lane listing with it:
+    a replica that never saw the lane still finds it (else: 404 on GET and DELETE)."""
+    coder = ThreadServer(create_simulator_app(SimulatorSettings())).start()
+    config = three_models(simulator.url, redis_url, on_pinned_failure="reroute")
+    config["model_providers"][2]["base_url"] = coder.url
+    lane = {"x-claude-code-agent-id": "sub"}
+    try:
+        with gateway(config) as first, gateway(config) as other:
+            turn = httpx.post(f"{first.url}/v1/chat/completions", headers={"X-Model-Affinity": "lt", **lane},
+                              json={"messages": [{"role": "user", "content": CODE}]})
+            assert turn.headers["x-gateway-model"] == "vllm/coder"
+            [listing] = redis_server.command("KEYS", "*:s:*")
+            redis_server.command("PEXPIRE", listing, "5000")  # as if the lane was pinned long ago
+            coder.stop()
+            moved = httpx.post(f"{first.url}/v1/chat/completions", headers={"X-Model-Affinity": "lt", **lane},
+                               json={"messages": [{"role": "user", "content": REASON}]})
+            assert moved.headers["x-gateway-rerouted-from"] == "vllm/coder"
+            assert int(redis_server.command("PTTL", listing)) > 500_000
+            listed = httpx.get(f"{other.url}/v1/affinity/lt").json()["lanes"]
+            assert [(entry["lane"], entry["model"]) for entry in listed] == [("agent:sub", "openai/gpt-4o")]
+    finally:
+        coder.stop()

@@ -449,6 +449,25 @@ def test_a_sliding_hit_keeps_its_sessions_lane_listing_alive(
     run(main())
 
 
+def test_a_moved_pin_keeps_its_lane_listed_as_long_as_it_lives(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """A reroute or a follow moves a lane's pin and restarts its TTL: its session's lane set goes
+    with it (else a replica that never saw the lane found no pin to list or delete)."""
+    async def main() -> None:
+        session = pin_key("t", "moved")
+        lane = pin_key("t", "moved", "agent:sub")
+        async with opened(routing(redis_url)) as store:
+            await pin_lanes(store, "t", "moved", ["agent:sub"])
+            set_key, _ = store._lane_keys(session)
+            redis_server.command("PEXPIRE", set_key, "5000")  # pinned long ago
+            moved = await store.repin(lane, A, B, (session, "agent:sub"))
+            assert moved.created and moved.pin == B
+            assert int(redis_server.command("PTTL", set_key)) > 500_000
+            assert await store.lanes(session) == ["agent:sub"]
+    run(main())
+
+
 def test_a_look_without_touch_leaves_a_sliding_ttl_alone(
     redis_url: str, redis_server: RedisServer
 ) -> None:

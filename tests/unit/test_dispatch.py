@@ -184,7 +184,7 @@ def test_a_request_cancelled_while_the_pin_follows_gives_its_connection_back(ups
     STATUSES["coder"] = 503
     moving = asyncio.Event()
 
-    async def slow_repin(key: str, old: Pin, new: Pin) -> Any:
+    async def slow_repin(key: str, old: Pin, new: Pin, lane: Any = None) -> Any:
         moving.set()
         await asyncio.sleep(60)
 
