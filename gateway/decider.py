@@ -61,9 +61,14 @@ class Decider:
         # A sliding TTL restarts the session's lane listing on each hit, so the lookup names it.
         self.sliding = config.routing.session_ttl_refresh
         self.lanes = LaneIndex()
-        # A follow-up no other source placed goes back to the model of what it continues.
-        self.follow_previous = any(
-            source.body == "previous_response_id" for source in config.routing.session_sources)
+        # A follow-up no source ranked before previous-response placed (by default none: it
+        # comes last) goes back to the model of what it continues.
+        ranks = {source.name: rank for rank, source in enumerate(config.routing.session_sources)}
+        previous = [s.name for s in config.routing.session_sources if s.body == "previous_response_id"]
+        self.follow_previous = bool(previous)
+        self._outranked = frozenset(  # sources a continued response goes before: the later ones
+            name for name, rank in ranks.items() if previous and rank > ranks[previous[0]]
+        ) | {"fingerprint"}
         self._tags: dict[str, str] = {}
 
     async def plan(
@@ -77,7 +82,7 @@ class Decider:
                 f"model {requested!r} is not configured", param="model", code="model_not_found"
             )
         if request.continues is not None and self.follow_previous and (
-            session is None or session.source == "fingerprint"
+            session is None or session.source in self._outranked
         ):
             continued = self._continued(request.continues)
             if continued is not None:

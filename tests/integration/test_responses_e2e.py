@@ -214,6 +214,22 @@ def test_a_chain_of_follow_ups_keeps_its_route_and_is_named_by_its_first_respons
     assert decision["route"] == "code_generation"
 
 
+def test_previous_response_ranked_before_prompt_cache_key_wins_over_it(
+    simulator: ThreadServer, redis_url: str
+) -> None:
+    """`routing.session_sources` is an order: ranked first, the response a follow-up continues
+    places it (before, previous-response was always tried last whatever the order said)."""
+    config = responses_config(simulator.url, redis_url)
+    config["routing"]["session_sources"] = ["previous-response", "prompt-cache-key"]
+    with gateway(config) as server:
+        first = client(server).responses.create(model=TRANSLATED, input="Remember 7")
+        raw = httpx.post(f"{server.url}/v1/responses", json={
+            "model": "auto", "input": "What was it?", "previous_response_id": first.id,
+            "prompt_cache_key": "cache-1"})
+    assert raw.headers["x-model-affinity-source"] == "previous-response"
+    assert raw.headers["x-gateway-model"] == TRANSLATED
+
+
 def test_a_follow_up_goes_back_to_a_model_a_wildcard_served(simulator: ThreadServer, redis_url: str) -> None:
     config = responses_config(simulator.url, redis_url)
     config["model_providers"].append({"model": "anthropic/*", "base_url": simulator.url, "access_key": "k"})
