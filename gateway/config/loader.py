@@ -144,7 +144,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
         upstream=upstream,
         limits=_limits(root),
         responses=_responses(root, routing),
-        auth=_auth(root),
+        auth=_auth(root, warnings),
         logging=_logging(root),
         server=_server(root, server),
         metrics_enabled=_metrics(root),
@@ -159,6 +159,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
 def _listeners(root: Node, warnings: list[str]) -> tuple[ServerConfig, int]:
     server = ServerConfig()
     timeout_ms = 0
+    seen_model_listener: str | None = None
     for element, path in root.items("listeners"):
         node = Node(element, path, root.environ)
         kind = node.string("type", "model")
@@ -167,6 +168,10 @@ def _listeners(root: Node, warnings: list[str]) -> tuple[ServerConfig, int]:
             # listener is one warning, not an unknown-key error per key.
             warnings.append(f"{path}.type: {kind!r} listeners are a Plano feature; ignored")
             continue
+        if seen_model_listener is not None:  # one process serves one address and port
+            message = f"one model listener is served, and {seen_model_listener} is one"
+            raise ConfigError(f"{path}.type", message)
+        seen_model_listener = path
         node.string("name")
         address = node.string("address", server.host) or server.host
         port = node.integer("port", server.port, 1, 65535)
@@ -571,10 +576,12 @@ def _responses(root: Node, routing: RoutingConfig) -> ResponsesConfig:
     return config
 
 
-def _auth(root: Node) -> AuthConfig:
+def _auth(root: Node, warnings: list[str]) -> AuthConfig:
     node = root.child("auth")
     if node is None:
         return AuthConfig()
+    if node.raw("keys") == [] and not node.raw("admin_keys"):
+        warnings.append("auth.keys: empty, so every request is served without a key")
     keys = []
     quotas: dict[str, int] = {}
     first_with: dict[str, str] = {}  # key -> the path that gave it first

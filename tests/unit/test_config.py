@@ -150,6 +150,8 @@ model_metrics_sources: [{type: cost}]
          "routing.router: the llm router needs a model"),
         ("model_providers: [{model: anthropic/a}]\nrouting: {router: {type: llm, model: anthropic/a}}",
          "routing.router: the llm router speaks the OpenAI API; 'anthropic/a' is an anthropic model"),
+        ("listeners: [{type: model, port: 1}, {type: model, port: 2}]\nmodel_providers: [{model: openai/a}]",
+         "listeners[1].type: one model listener is served, and listeners[0] is one"),
         ("model_providers: [{model: openai/a}]\noverrides: {llm_routing_model: nope}",
          "overrides.llm_routing_model: unknown router model 'nope'"),
         ("model_providers: [{model: openai/a}]\nrouting: {on_pinned_failure: retry}",
@@ -200,6 +202,11 @@ KEYED = """
 model_providers: [{model: openai/a, access_key: $KEY}]
 auth: {keys: [{key: $KEY, tenant: t}], admin_keys: [$KEY]}
 """
+
+
+def test_an_empty_key_list_says_that_nothing_is_checked() -> None:
+    assert "auth.keys: empty, so every request is served without a key" in load(
+        "model_providers: [{model: openai/a}]\nauth: {keys: []}").warnings
 
 
 def test_a_wildcard_that_says_it_is_not_the_default_loads() -> None:
