@@ -12,6 +12,7 @@ own API would have taken it (SPEC 6). Streams are in ``anthropic_stream``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -255,10 +256,9 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         if not isinstance(function, dict) or call.get("type", "function") != "function":
             raise TranslationError(f"{here}: only function tool calls are supported", param=here)
         arguments = tool_input(function.get("arguments"))
-        if arguments is None:
-            raise TranslationError(
-                f"{here}.function.arguments must be a JSON object", param=f"{here}.function"
-            )
+        if arguments is None:  # a call cut short (max tokens) earlier in the session, on any model:
+            raw = function.get("arguments")
+            arguments = {"_raw_arguments": raw if isinstance(raw, str) else ""}  # kept, as answers are
         blocks.append(
             {
                 "type": "tool_use",
@@ -395,7 +395,9 @@ def messages_to_chat_request(
         out["stream_options"] = {"include_usage": True}
     metadata = msg.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        out["user"] = metadata["user_id"]
+        # Claude Code's is ~150 characters (JSON, or device, account and session ids): OpenAI
+        # caps `user` at 64, and others refuse long ones. A stable digest names the same user.
+        out["user"] = hashlib.sha256(metadata["user_id"].encode()).hexdigest()[:64]
     _add_chat_tools(msg, out, drops)
     config = msg.get("output_config")
     fmt = config.get("format") if isinstance(config, dict) else None

@@ -201,13 +201,25 @@ def openai_error_message(body: bytes | dict[str, Any]) -> str | None:
     return None
 
 
+# An OpenAI error's `type` (or string `code`) -> the status it stands for, so an Anthropic
+# client's retry logic still tells a rate limit from a bad request.
+_STATUS_OF_OPENAI_TYPE = {
+    "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+    "not_found_error": 404, "rate_limit_error": 429, "rate_limit_exceeded": 429,
+    "insufficient_quota": 429, "overloaded_error": 529, "server_error": 500, "timeout_error": 504,
+}
+
+
 def anthropic_stream_error(error: Any) -> dict[str, Any]:
     """The ``error`` member of an OpenAI stream chunk -> an Anthropic ``error`` event body."""
     message = openai_error_message({"error": error}) or "upstream error"
-    status = error.get("code") if isinstance(error, dict) else None
-    if not isinstance(status, int):
-        status = 500
-    return anthropic_error_body(status, message)
+    status: Any = None
+    if isinstance(error, dict):
+        status = error.get("code")
+        if not isinstance(status, int):
+            named = _STATUS_OF_OPENAI_TYPE.get(str(error.get("type")))
+            status = named or _STATUS_OF_OPENAI_TYPE.get(str(status))
+    return anthropic_error_body(status if isinstance(status, int) else 500, message)
 
 
 def openai_stream_error(event: Any) -> dict[str, Any]:

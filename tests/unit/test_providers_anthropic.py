@@ -8,6 +8,7 @@ SDKs' models in strict mode.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -391,6 +392,16 @@ def test_a_json_schema_is_structured_output_both_ways() -> None:
         chat_to_messages_request(loose, "claude-x")
 
 
+def test_a_call_cut_short_earlier_in_the_session_is_kept_not_refused() -> None:
+    """One session can move between providers: a call a model left unfinished (max tokens)
+    stays in the history, as an answer's is kept; a 400 here failed every later turn."""
+    cut = {"role": "assistant", "tool_calls": [call("a", "f", "{oops")]}
+    result = {"role": "tool", "tool_call_id": "a", "content": "cut"}
+    chat = {"model": "m", "messages": [user("go"), cut, result]}
+    request = valid_anthropic_request(chat_to_messages_request(chat, "claude-x"))
+    assert request["messages"][1]["content"][0]["input"] == {"_raw_arguments": "{oops"}
+
+
 TOOL_CHOICES: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
     ({}, None),
     ({"tool_choice": "auto"}, {"type": "auto"}),
@@ -462,16 +473,6 @@ CHAT_REQUEST_ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("bad role", {"messages": [{"role": "function", "content": "x", "name": "f"}]}, "role"),
     ("n > 1", {"messages": [user("x")], "n": 3}, "n > 1"),
     (
-        "arguments not JSON",
-        {"messages": [{"role": "assistant", "tool_calls": [call("a", "f", "{oops")]}]},
-        "arguments must be a JSON object",
-    ),
-    (
-        "arguments a JSON list",
-        {"messages": [{"role": "assistant", "tool_calls": [call("a", "f", "[1]")]}]},
-        "arguments must be a JSON object",
-    ),
-    (
         "audio part",
         {"messages": [user([{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}])]},
         "'input_audio' is not supported",
@@ -524,10 +525,11 @@ def test_chat_to_messages_request_errors(chat: dict[str, Any], match: str) -> No
 
 
 def test_translation_error_names_the_field() -> None:
-    chat = {"messages": [user("x"), {"role": "assistant", "tool_calls": [call("a", "f", "{")]}]}
+    kind = {"id": "a", "type": "custom", "custom": {"name": "f", "input": "x"}}
+    chat = {"messages": [user("x"), {"role": "assistant", "tool_calls": [kind]}]}
     with pytest.raises(TranslationError) as info:
         chat_to_messages_request(chat, "c")
-    assert info.value.param == "messages[1].tool_calls[0].function"
+    assert info.value.param == "messages[1].tool_calls[0]"
 
 
 # --- Anthropic response -> OpenAI response ------------------------------------------------
@@ -765,7 +767,7 @@ MESSAGES_TO_CHAT: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "top_p": 0.5,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "user": "u-1",
+            "user": hashlib.sha256(b"u-1").hexdigest(),  # Claude Code's ~150 chars: past OpenAI's 64
         },
     ),
 ]
@@ -1010,7 +1012,8 @@ def test_anthropic_request_round_trip() -> None:
         }
     )
     chat = valid_chat_request(messages_to_chat_request(msg, "gpt-x"))
-    assert valid_anthropic_request(chat_to_messages_request(chat, "claude-x")) == msg
+    digested = {**msg, "metadata": {"user_id": hashlib.sha256(b"u").hexdigest()}}  # OpenAI's user: 64 max
+    assert valid_anthropic_request(chat_to_messages_request(chat, "claude-x")) == digested
 
 
 def test_chat_request_round_trip() -> None:
@@ -1047,7 +1050,7 @@ def test_chat_request_round_trip() -> None:
         }
     )
     back = valid_chat_request(messages_to_chat_request(chat_to_messages_request(chat, "claude-x"), "gpt-x"))
-    assert back == chat
+    assert back == {**chat, "user": hashlib.sha256(b"u").hexdigest()}  # the user id, digested
 
 
 @pytest.mark.parametrize(("stop", "tool"), [("end_turn", False), ("tool_use", True), ("max_tokens", False)])

@@ -580,6 +580,19 @@ def test_upstream_error_chunk_becomes_error_event() -> None:
     assert "The server had an error" in str(info.value)
 
 
+@pytest.mark.parametrize(("error", "kind"), [
+    ({"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"}, "rate_limit_error"),
+    ({"message": "slow down", "type": "tokens", "code": "rate_limit_exceeded"}, "rate_limit_error"),
+    ({"message": "bad", "type": "invalid_request_error", "code": None}, "invalid_request_error"),
+    ({"message": "busy", "code": 529}, "overloaded_error"),
+])
+def test_an_upstream_error_keeps_its_kind_for_retries(error: dict[str, Any], kind: str) -> None:
+    """Only a numeric code was read: a rate limit (a string code, a type) became api_error."""
+    translator = to_messages()
+    body = translator.feed(openai_sse(_chunk({"content": "hi"}), {"error": error}))
+    assert anthropic_events(body)[-1]["error"]["type"] == kind
+
+
 def test_message_stop_sent_exactly_once() -> None:
     translator = to_messages()
     body = run(translator, [OPENAI_TEXT])

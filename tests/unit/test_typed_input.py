@@ -253,7 +253,6 @@ def test_a_responses_request_refused_for_an_anthropic_model_names_the_clients_fi
     """Responses reach Anthropic through the chat shape in memory: its refusals must name what
     the client sent (`input`), not the chat fields made from it (`messages[2]...`)."""
     cases = [
-        ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "input"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "ftp://x"}]}]},
          "input"),
     ]
