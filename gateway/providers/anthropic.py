@@ -414,7 +414,8 @@ def chat_to_messages_response(chat: dict[str, Any], model: str) -> dict[str, Any
     choice = choices[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    text = text_of(message.get("content")) or message.get("refusal") or ""
+    refusal = message.get("refusal") if not text_of(message.get("content")) else None
+    text = text_of(message.get("content")) or (refusal if isinstance(refusal, str) else "")
     if text:
         content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or []:
@@ -437,7 +438,8 @@ def chat_to_messages_response(chat: dict[str, Any], model: str) -> dict[str, Any
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason"), saw_tool_call=saw_tool_call),
+        "stop_reason": "refusal" if isinstance(refusal, str) and refusal else stop_reason(
+            choice.get("finish_reason"), saw_tool_call=saw_tool_call),
         "stop_sequence": None,
         "usage": messages_usage(chat.get("usage")),
     }

@@ -31,6 +31,7 @@ from gateway.providers.anthropic_wire import (
     openai_error_envelope,
     openai_stream_error,
     stop_reason,
+    tool_input,
     tool_use_id,
 )
 from gateway.providers.openai import StreamedCalls
@@ -121,6 +122,7 @@ class MessagesToChatStream(_StreamTranslator):
         self._id = completion_id(None)
         self._raw_usage: dict[str, Any] = {}
         self._tool_calls: dict[int, int] = {}  # Anthropic block index -> tool_calls index
+        self._without_arguments: set[int] = set()  # tool_calls sent no arguments yet
         self._finish_sent = False
 
     def fail(self, message: str, status: int = 502) -> bytes:
@@ -154,9 +156,15 @@ class MessagesToChatStream(_StreamTranslator):
             return self._chunk({}, finish_reason(stop))
         if kind == "message_stop":
             return self._end()
+        if kind == "content_block_stop":
+            index = self._tool_calls.get(data.get("index", -1))
+            if index is not None and index in self._without_arguments:
+                # A call without arguments: "{}", as a whole answer says (clients parse them).
+                return self._arguments(index, "{}")
+            return b""
         if kind == "error" or event.event == "error":
             return self._error(openai_stream_error(data))
-        return b""  # ping, content_block_stop, and event types added after this was written
+        return b""  # ping, and event types added after this was written
 
     def _block_start(self, data: dict[str, Any]) -> bytes:
         block = data.get("content_block") or {}
@@ -166,6 +174,7 @@ class MessagesToChatStream(_StreamTranslator):
             return b""  # thinking and server-tool blocks have no Chat Completions form
         index = len(self._tool_calls)
         self._tool_calls[data.get("index", index)] = index
+        self._without_arguments.add(index)
         self.first_content_sent = True
         out = self._chunk(
             {
@@ -199,6 +208,7 @@ class MessagesToChatStream(_StreamTranslator):
         return self._chunk({"content": text})
 
     def _arguments(self, index: int, arguments: str) -> bytes:
+        self._without_arguments.discard(index)
         return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
 
     def _add_usage(self, usage: Any) -> None:
@@ -254,8 +264,14 @@ class ChatToMessagesStream(_StreamTranslator):
         self._open_is_text = False
         self._next_index = 0
         self._calls = StreamedCalls()
-        self._tools: dict[int, int] = {}  # the call's number -> its Anthropic block index
+        # Tool calls as they arrive, by number: (id, name, arguments so far). A call is sent as
+        # its tool_use block once whole (before text that follows it, or at the end): servers
+        # interleave parallel calls' deltas, which a block stream cannot, and a call's JSON must
+        # be checked whole (the SDKs parse it at the block's stop).
+        self._pending: dict[int, list[str]] = {}
+        self._saw_tools = False
         self._finish: str | None = None
+        self._refused = False  # the model declined (OpenAI's `refusal`): Anthropic's stop_reason
         self._raw_usage: dict[str, Any] | None = None
 
     def fail(self, message: str, status: int = 502) -> bytes:
@@ -285,10 +301,13 @@ class ChatToMessagesStream(_StreamTranslator):
             if choice.get("index", 0) != 0:
                 continue  # n > 1: an Anthropic message has one answer
             delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                out += self._text(delta["content"])
+            for text in (delta.get("content"), delta.get("refusal")):  # a refusal is its text
+                if isinstance(text, str) and text:
+                    out += self._tools_whole() + self._text(text)
+            if isinstance(delta.get("refusal"), str) and delta["refusal"]:
+                self._refused = True
             for call in delta.get("tool_calls") or []:
-                out += self._tool_call(call)
+                self._tool_call(call)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
         return out
@@ -321,25 +340,30 @@ class ChatToMessagesStream(_StreamTranslator):
             {"type": "content_block_delta", "index": self._open, "delta": delta},
         )
 
-    def _tool_call(self, call: dict[str, Any]) -> bytes:
-        position = self._calls.number(call)
+    def _tool_call(self, call: dict[str, Any]) -> None:
         function = call.get("function") or {}
+        entry = self._pending.setdefault(self._calls.number(call), [call.get("id") or tool_use_id(), "", ""])
+        if isinstance(function.get("name"), str) and not entry[1]:
+            entry[1] = function["name"]
+        if isinstance(function.get("arguments"), str):
+            entry[2] += function["arguments"]
+
+    def _tools_whole(self) -> bytes:
+        """The calls so far, each a whole tool_use block; arguments that are not a JSON object
+        go as {"_raw_arguments": ...}, as a whole answer's do."""
         out = b""
-        if position not in self._tools:
-            block: dict[str, Any] = {
-                "type": "tool_use",
-                "id": call.get("id") or tool_use_id(),
-                "name": function.get("name") or "",
-                "input": {},
-            }
-            out = self._open_block(block, is_text=False)
-            self._tools[position] = self._next_index - 1
-            self.first_content_sent = True
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            delta = {"type": "input_json_delta", "partial_json": arguments}
-            body = {"type": "content_block_delta", "index": self._tools[position], "delta": delta}
-            out += _event("content_block_delta", body)
+        for number in sorted(self._pending):
+            call_id, name, arguments = self._pending[number]
+            block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+            out += self._open_block(block, is_text=False)
+            if arguments.strip():  # none at all: the block's input {} stands
+                if tool_input(arguments) is None:
+                    arguments = orjson.dumps({"_raw_arguments": arguments}).decode()
+                delta = {"type": "input_json_delta", "partial_json": arguments}
+                body = {"type": "content_block_delta", "index": self._open, "delta": delta}
+                out += _event("content_block_delta", body)
+            self.first_content_sent = self._saw_tools = True
+        self._pending.clear()
         return out
 
     def _open_block(self, block: dict[str, Any], *, is_text: bool) -> bytes:
@@ -367,8 +391,8 @@ class ChatToMessagesStream(_StreamTranslator):
         }
 
     def _end(self) -> bytes:
-        out = self._start({}) + self._close_block()
-        reason = stop_reason(self._finish, saw_tool_call=bool(self._tools))
+        out = self._start({}) + self._tools_whole() + self._close_block()
+        reason = "refusal" if self._refused else stop_reason(self._finish, saw_tool_call=self._saw_tools)
         body = {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": None},

@@ -524,6 +524,14 @@ def test_chat_to_messages_request_errors(chat: dict[str, Any], match: str) -> No
     assert info.value.envelope()["error"]["type"] == "invalid_request_error"
 
 
+def test_a_whole_refusal_is_text_with_stop_reason_refusal() -> None:
+    chat = {"id": "c", "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": None, "refusal": "No."}}]}
+    message = chat_to_messages_response(chat, "gpt-x")
+    assert (message["content"], message["stop_reason"]) == ([{"type": "text", "text": "No."}], "refusal")
+    anthropic.types.Message.model_validate(message)
+
+
 def test_translation_error_names_the_field() -> None:
     kind = {"id": "a", "type": "custom", "custom": {"name": "f", "input": "x"}}
     chat = {"messages": [user("x"), {"role": "assistant", "tool_calls": [kind]}]}

@@ -336,6 +336,20 @@ def test_tool_stream_accumulated_by_openai_sdk() -> None:
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (472, 89)
 
 
+def test_a_streamed_call_without_arguments_reaches_an_openai_client_as_an_empty_object() -> None:
+    """Claude streams a no-argument call as a block whose input is {} and no JSON delta: the
+    OpenAI SDK's parsing helpers (and json.loads) failed on arguments ''."""
+    body = run(to_chat(), [anthropic_sse(
+        _message_start("msg_1", 5), _block(0, {"type": "tool_use", "id": "t1", "name": "now", "input": {}}),
+        _stop(0), {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                   "usage": {"output_tokens": 3}},
+        {"type": "message_stop"})])
+    with openai_client(body) as client, client.chat.completions.stream(**CHAT_ARGS) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls or []
+    assert call.function.arguments == "{}"  # type: ignore[union-attr]
+
+
 def test_tool_call_deltas_carry_the_openai_index() -> None:
     chunks = chat_chunks(run(to_chat(), [ANTHROPIC_TOOL]))
     calls = [
@@ -665,6 +679,37 @@ def test_calls_sent_whole_at_index_0_with_their_own_ids_are_two_tool_uses() -> N
             final = stream.get_final_message()
     blocks = [b.model_dump() for b in final.content]
     assert [(b["id"], b["input"]) for b in blocks] == [("c1", {"k": 1}), ("c2", {"k": 2})]
+
+
+def test_interleaved_parallel_calls_and_bad_json_come_out_as_whole_tool_uses() -> None:
+    """One chunk starts two calls and later chunks carry both calls' arguments: each block is
+    sent whole, in order, and arguments that are not JSON go as _raw_arguments (the SDK raised
+    on them, and a block stopped before its arguments came read as {})."""
+    raw = openai_sse(
+        _chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "a", "arguments": ""}},
+                               {"index": 1, "id": "c2", "function": {"name": "b", "arguments": ""}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"k":'}},
+                               {"index": 1, "function": {"arguments": "{city: Paris"}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+        _chunk({}, "tool_calls"),
+        "[DONE]",
+    )
+    with anthropic_client(run(to_messages(), [raw])) as client:
+        with client.messages.stream(**MESSAGES_ARGS) as stream:
+            final = stream.get_final_message()
+    assert [(b.id, b.input) for b in final.content] == [  # type: ignore[union-attr]
+        ("c1", {"k": 1}), ("c2", {"_raw_arguments": "{city: Paris"})]
+    assert final.stop_reason == "tool_use"
+
+
+def test_a_refusal_from_an_openai_model_is_text_with_stop_reason_refusal() -> None:
+    raw = openai_sse(_chunk({"refusal": "I can't "}), _chunk({"refusal": "help."}), _chunk({}, "stop"),
+                     "[DONE]")
+    with anthropic_client(run(to_messages(), [raw])) as client:
+        with client.messages.stream(**MESSAGES_ARGS) as stream:
+            final = stream.get_final_message()
+    assert [b.text for b in final.content] == ["I can't help."]  # type: ignore[union-attr]
+    assert final.stop_reason == "refusal"
 
 
 def test_usage_absent_reports_zero_tokens() -> None:
