@@ -141,7 +141,7 @@ class Dispatcher:
     ) -> UpstreamResponse:
         url = provider.api_base + exchange.path
         drops: list[str] = []
-        body = exchange.request_body(request, provider.model_id, drops)
+        body = exchange.request_body(request, provider, drops)
         for what in drops:
             self.metrics.translation_drop(api.name, what)
         headers = exchange.headers(provider)

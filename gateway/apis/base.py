@@ -60,8 +60,8 @@ class Exchange:
 
     path: str  # appended to the provider's api_base
     headers: Callable[[ModelProvider], dict[str, str]]
-    # (request, model_id, drops): a translation names in `drops` what it had to leave out
-    request_body: Callable[[ClientRequest, str, list[str]], bytes]
+    # (request, provider, drops): a translation names in `drops` what it had to leave out
+    request_body: Callable[[ClientRequest, ModelProvider, list[str]], bytes]
     # (request, body, model); None: pass the provider's bytes through
     response_body: Callable[[ClientRequest, bytes, str], bytes] | None
     # (request, model, max_event_bytes): a translator that decodes the upstream's events holds
@@ -105,9 +105,11 @@ class ClientApi:
         return self.exchanges[self.kind(provider)]
 
 
-def passthrough_body(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
-    """A same-API request: the client's own bytes, the model id swapped in only if it differs."""
-    return openai.chat_request_body(request.payload, request.raw, model_id)
+def passthrough_body(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
+    """A same-API request: the client's own bytes, the model id swapped in only if it differs
+    (and a max_tokens past the provider's max_output_tokens lowered to it)."""
+    return openai.chat_request_body(
+        request.payload, request.raw, provider.model_id, provider.max_output_tokens)
 
 
 def load_json(body: bytes) -> dict[str, Any]:

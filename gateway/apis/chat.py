@@ -16,6 +16,7 @@ from gateway.apis.base import (
     role_of,
     stream_flag,
 )
+from gateway.config import ModelProvider
 from gateway.content import text_of
 from gateway.errors import BadGateway, GatewayError
 from gateway.providers import anthropic, anthropic_wire, openai
@@ -61,8 +62,9 @@ def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> Strea
     return UsageScanner(b"data: [DONE]", _CUT_SHORT_EVENT)
 
 
-def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
-    return orjson.dumps(anthropic.chat_to_messages_request(request.payload, model_id, drops=drops))
+def _to_messages(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
+    messages = anthropic.chat_to_messages_request(request.payload, provider.model_id, drops=drops)
+    return orjson.dumps(openai.within_output_cap(messages, provider))
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:

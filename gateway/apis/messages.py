@@ -18,6 +18,7 @@ from gateway.apis.base import (
     role_of,
     stream_flag,
 )
+from gateway.config import ModelProvider
 from gateway.content import text_of
 from gateway.errors import GatewayError
 from gateway.providers import anthropic, anthropic_wire, openai
@@ -70,8 +71,10 @@ def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> Strea
     return UsageScanner(b"event: message_stop", _CUT_SHORT_EVENT)
 
 
-def _to_chat(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
-    return orjson.dumps(anthropic.messages_to_chat_request(request.payload, model_id, drops=drops))
+def _to_chat(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
+    chat = anthropic.messages_to_chat_request(
+        request.payload, provider.model_id, max_tokens_field=openai.max_tokens_field(provider), drops=drops)
+    return orjson.dumps(openai.within_output_cap(chat, provider))
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:

@@ -100,8 +100,11 @@ def conversation(request: ClientRequest) -> Conversation:
 # --- the exchanges -------------------------------------------------------------------------------
 
 
-def _to_chat(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
-    return orjson.dumps(to_chat_request(request.payload, conversation(request).full, model_id, drops))
+def _to_chat(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
+    chat = to_chat_request(request.payload, conversation(request).full, provider.model_id, drops)
+    if "max_tokens" in chat:
+        chat[openai.max_tokens_field(provider)] = chat.pop("max_tokens")
+    return orjson.dumps(openai.within_output_cap(chat, provider))
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
@@ -110,8 +113,9 @@ def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
         request.payload, answer, model, new_id("resp"), conversation(request).full))
 
 
-def _to_messages(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
-    return orjson.dumps(to_messages_request(request.payload, conversation(request).full, model_id, drops))
+def _to_messages(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
+    messages = to_messages_request(request.payload, conversation(request).full, provider.model_id, drops)
+    return orjson.dumps(openai.within_output_cap(messages, provider))
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:
@@ -120,16 +124,16 @@ def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:
         request.payload, answer, model, new_id("resp"), conversation(request).full))
 
 
-def _native(request: ClientRequest, model_id: str, drops: list[str]) -> bytes:
+def _native(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
     """The client's request as it is, unless it continues a response this provider does not
     hold (one served by translation): then with the stored conversation spelled out."""
     context = conversation(request)
     previous = context.previous
     if previous is None or previous.get("native"):
-        return openai.chat_request_body(request.payload, request.raw, model_id)
+        return openai.chat_request_body(request.payload, request.raw, provider.model_id)
     payload = {k: v for k, v in request.payload.items() if k != "previous_response_id"}
     payload["input"] = [_as_input(item) for item in context.full]
-    payload["model"] = model_id
+    payload["model"] = provider.model_id
     return orjson.dumps(payload)
 
 

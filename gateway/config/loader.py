@@ -232,6 +232,7 @@ def _providers(
                 default=default,
                 responses=cast(Any, responses),
                 model_prefixes=prefixes or (MODEL_FAMILIES.get(provider, ()) if wildcard else ()),
+                max_output_tokens=node.integer("max_output_tokens", 0, 1, 10_000_000) or None,
             )
         )
         for pref, pref_path in node.items("routing_preferences"):

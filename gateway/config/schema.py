@@ -42,6 +42,9 @@ class ModelProvider:
     # A wildcard (`anthropic/*`) serves any model of its provider by passing the name through;
     # bare names starting with one of `model_prefixes` (`claude-`) reach it too.
     model_prefixes: tuple[str, ...] = ()
+    # The most tokens an answer of this model may have: a request asking for more is lowered
+    # to it on the way (None: sent as asked).
+    max_output_tokens: int | None = None
 
     @property
     def wildcard(self) -> bool:

@@ -16,12 +16,39 @@ def request_headers(provider: ModelProvider) -> dict[str, str]:
     return headers
 
 
-def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
-    """The client's own bytes when the model already matches; re-encoded only when it must change."""
-    if payload.get("model") == model_id:
+def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str, cap: int | None = None) -> bytes:
+    """The client's own bytes when the model already matches (and its max tokens are within
+    the provider's `cap`); re-encoded only when something must change."""
+    over = cap is not None and any(
+        isinstance(payload.get(key), int) and payload[key] > cap for key in OUTPUT_CAPS)
+    if payload.get("model") == model_id and not over:
         return raw
     payload = {**payload, "model": model_id}
-    return orjson.dumps(payload)
+    return orjson.dumps(within_output_cap(payload, cap) if over else payload)
+
+
+# Where each API puts the most tokens an answer may have.
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def within_output_cap(request: dict[str, Any], cap: ModelProvider | int | None) -> dict[str, Any]:
+    """`request` with its max tokens lowered to the provider's `max_output_tokens` (a harness
+    asks for what its own models allow: Claude Code's 32,000 to a model that takes 16,384 was a
+    400 on every turn). In place; no cap, no change."""
+    limit = cap.max_output_tokens if isinstance(cap, ModelProvider) else cap
+    if limit is not None:
+        for key in OUTPUT_CAPS:
+            value = request.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                request[key] = limit
+    return request
+
+
+def max_tokens_field(provider: ModelProvider) -> str:
+    """What OpenAI itself calls the answer's token cap: `max_completion_tokens` (its reasoning
+    models refuse the older `max_tokens`, which it deprecated); compatible servers mostly
+    know only `max_tokens`."""
+    return "max_completion_tokens" if provider.provider in ("openai", "azure_openai") else "max_tokens"
 
 
 class StreamedCalls:

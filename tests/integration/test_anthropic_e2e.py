@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.configs import CODE, REASON
+from tests.configs import CODE, REASON, three_models
 from tests.support import ThreadServer, gateway
 
 TOOL = {
@@ -149,3 +149,25 @@ def test_routing_decision_for_anthropic_requests_shares_the_pin(server: ThreadSe
     assert (again["models"], again["pinned"]) == (["anthropic/claude-sonnet-4"], True)
     bad = httpx.post(url, json={"max_tokens": 8})
     assert bad.status_code == 400 and bad.json()["type"] == "error"
+
+
+def test_a_harness_max_tokens_reaches_an_openai_model_within_its_cap_and_named_as_it_wants(
+    simulator: ThreadServer,
+) -> None:
+    """Claude Code asks for 32,000 tokens: to a model with max_output_tokens 16,384 that is
+    lowered (else a 400 on every turn), and OpenAI itself gets max_completion_tokens (its
+    reasoning models refuse max_tokens), a compatible server max_tokens."""
+    settings = three_models(simulator.url)
+    settings["model_providers"][1]["max_output_tokens"] = 16384  # openai/gpt-4o
+    settings["model_providers"][2]["max_output_tokens"] = 8192  # vllm/coder
+    with gateway(settings) as replica:
+        for model in ("openai/gpt-4o", "vllm/coder", "openai/gpt-4o-mini"):
+            httpx.delete(f"{simulator.url}/_simulator/requests")
+            asked = {"model": model, "max_tokens": 32_000, "messages": [{"role": "user", "content": "x"}]}
+            assert httpx.post(f"{replica.url}/v1/messages", json=asked).status_code == 200
+            sent = httpx.get(f"{simulator.url}/_simulator/requests").json()[-1]["body"]
+            assert {k: v for k, v in sent.items() if k.startswith("max_")} == {
+                "openai/gpt-4o": {"max_completion_tokens": 16384},
+                "vllm/coder": {"max_tokens": 8192},
+                "openai/gpt-4o-mini": {"max_completion_tokens": 32000},  # no cap configured
+            }[model]

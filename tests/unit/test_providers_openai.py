@@ -5,7 +5,13 @@ from __future__ import annotations
 import orjson
 
 from gateway.config import ModelProvider
-from gateway.providers.openai import StreamedCalls, chat_request_body, request_headers
+from gateway.providers.openai import (
+    StreamedCalls,
+    chat_request_body,
+    max_tokens_field,
+    request_headers,
+    within_output_cap,
+)
 
 
 def provider(key: str | None) -> ModelProvider:
@@ -39,3 +45,19 @@ def test_streamed_calls_are_numbered_however_the_server_indexes_them() -> None:
     no_index = StreamedCalls()  # no index: a new id is a new call, no id continues the last
     assert [no_index.number(c) for c in ({"id": "a"}, {}, {"id": "b"}, {}, {"id": "b"})] == [0, 0, 1, 1, 1]
     assert StreamedCalls().number({"index": True}) == 0  # a bool is not an index
+
+
+def test_a_max_tokens_past_the_providers_cap_is_lowered_and_only_then_re_encoded() -> None:
+    raw = b'{"model": "gpt-4o", "max_tokens": 32000, "messages": []}'
+    assert orjson.loads(chat_request_body(orjson.loads(raw), raw, "gpt-4o", 16384))["max_tokens"] == 16384
+    within = b'{"model": "gpt-4o", "max_tokens": 100, "messages": []}'
+    assert chat_request_body(orjson.loads(within), within, "gpt-4o", 16384) is within
+    assert within_output_cap({"max_completion_tokens": 9, "max_output_tokens": 3}, 5) == {
+        "max_completion_tokens": 5, "max_output_tokens": 3}
+    assert within_output_cap({"max_tokens": 10**6}, None) == {"max_tokens": 10**6}
+
+
+def test_openai_itself_is_sent_max_completion_tokens_and_compatible_servers_max_tokens() -> None:
+    assert max_tokens_field(provider("sk")) == "max_completion_tokens"  # o-series refuse max_tokens
+    vllm = ModelProvider("vllm/m", "vllm", "m", "openai", "http://v/v1")
+    assert max_tokens_field(vllm) == "max_tokens"

@@ -24,8 +24,11 @@ from gateway.apis import CHAT, COUNT_TOKENS, MESSAGES, ClientApi
 from gateway.apis.base import UNREADABLE_ANSWER
 from gateway.apis.responses import EXCHANGES as RESPONSES_EXCHANGES
 from gateway.apis.responses import parse as parse_responses
+from gateway.config import ModelProvider
 from gateway.errors import BadRequest
 from tests.unit.test_fuzz import FUZZ, json_value, mutate, paths
+
+TARGET = ModelProvider("vllm/target-model", "vllm", "target-model", "openai", "http://127.0.0.1:1/v1")
 
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
 PDF = "data:application/pdf;base64,JVBE"
@@ -173,7 +176,7 @@ def request_or_400(api: ClientApi | None, body: Any) -> list[tuple[str, bytes]]:
     exchanges = RESPONSES_EXCHANGES if api is None else api.exchanges
     for kind, exchange in exchanges.items():
         try:
-            made.append((kind, exchange.request_body(request, "target-model", [])))
+            made.append((kind, exchange.request_body(request, TARGET, [])))
         except BadRequest as error:
             assert error.status == 400 and error.param, (kind, error)
     return made
@@ -259,5 +262,5 @@ def test_a_responses_request_refused_for_an_anthropic_model_names_the_clients_fi
     for change, param in cases:
         request = parse_responses(orjson.dumps({"model": "m", **change}), 100)
         with pytest.raises(BadRequest) as refused:
-            RESPONSES_EXCHANGES["anthropic"].request_body(request, "claude", [])
+            RESPONSES_EXCHANGES["anthropic"].request_body(request, TARGET, [])
         assert refused.value.param == param, (change, refused.value.param, refused.value.message)
