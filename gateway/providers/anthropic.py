@@ -462,14 +462,22 @@ def _user_messages(content: Any, where: str, drops: list[str] | None) -> list[di
         elif kind == "document":
             parts.append({"type": "file", "file": {"file_data": _source_url(block, here)}})
         elif kind == "tool_result":
-            # OpenAI wants one "tool" message per result, right after the assistant turn.
-            tool_messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": fields.string(block.get("tool_use_id"), f"{here}.tool_use_id"),
-                    "content": text_of(block.get("content")),
-                }
-            )
+            # OpenAI wants one "tool" message per result, right after the assistant turn. Its
+            # tool messages hold text only: a result's images (Claude Code reading an image
+            # file) go in the user message that follows, and a failed call says so.
+            text = text_of(block.get("content"))
+            if block.get("is_error") is True:
+                text = f"Error: {text}" if text else "Error"
+            tool_messages.append({
+                "role": "tool",
+                "tool_call_id": fields.string(block.get("tool_use_id"), f"{here}.tool_use_id"),
+                "content": text,
+            })
+            result = block.get("content")
+            for k, inner in enumerate(result if isinstance(result, list) else ()):
+                if isinstance(inner, dict) and inner.get("type") == "image":
+                    url = _source_url(inner, f"{here}.content[{k}]")
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
         else:
             error = TranslationError(
                 f"{here}: block type {kind!r} is not supported by this model", param=here

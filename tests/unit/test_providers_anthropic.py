@@ -532,6 +532,27 @@ def test_a_whole_refusal_is_text_with_stop_reason_refusal() -> None:
     anthropic.types.Message.model_validate(message)
 
 
+def test_a_tool_results_image_and_its_failure_reach_a_chat_model() -> None:
+    """OpenAI tool messages hold text: an image a tool returned (Claude Code reading a PNG) goes
+    in the user message that follows, and is_error is said in the text (both were dropped)."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+    msg = {"model": "claude-x", "max_tokens": 10, "messages": [
+        user("look"),
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}},
+                                          {"type": "tool_use", "id": "t2", "name": "run", "input": {}}]},
+        user([{"type": "tool_result", "tool_use_id": "t1",
+               "content": [{"type": "text", "text": "a.png"}, image]},
+              {"type": "tool_result", "tool_use_id": "t2", "content": "exit 1", "is_error": True}]),
+    ]}
+    chat = valid_chat_request(messages_to_chat_request(valid_anthropic_request(msg), "gpt-x"))
+    assert chat["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "t1", "content": "a.png"},
+        {"role": "tool", "tool_call_id": "t2", "content": "Error: exit 1"},
+        {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]},
+    ]
+
+
 def test_translation_error_names_the_field() -> None:
     kind = {"id": "a", "type": "custom", "custom": {"name": "f", "input": "x"}}
     chat = {"messages": [user("x"), {"role": "assistant", "tool_calls": [kind]}]}
