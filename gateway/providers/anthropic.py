@@ -460,7 +460,14 @@ def _user_messages(content: Any, where: str, drops: list[str] | None) -> list[di
         elif kind == "image":
             parts.append({"type": "image_url", "image_url": {"url": _source_url(block, here)}})
         elif kind == "document":
-            parts.append({"type": "file", "file": {"file_data": _source_url(block, here)}})
+            source = block.get("source") if isinstance(block.get("source"), dict) else {}
+            if source.get("type") == "text" and isinstance(source.get("data"), str):
+                parts.append({"type": "text", "text": source["data"]})  # a plain-text document is its text
+            elif source.get("type") == "url":  # chat files are data or ids
+                dropped(drops, "content_part", TranslationError(
+                    f"{here}: a document by URL has no Chat Completions form", param=here))
+            else:
+                parts.append({"type": "file", "file": {"file_data": _source_url(block, here)}})
         elif kind == "tool_result":
             # OpenAI wants one "tool" message per result, right after the assistant turn. Its
             # tool messages hold text only: a result's images (Claude Code reading an image

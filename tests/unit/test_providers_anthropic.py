@@ -553,6 +553,18 @@ def test_a_tool_results_image_and_its_failure_reach_a_chat_model() -> None:
     ]
 
 
+def test_a_text_document_is_its_text_and_one_by_url_is_left_out_and_counted() -> None:
+    msg = {"model": "claude-x", "max_tokens": 10, "messages": [user([
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
+        {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}},
+        {"type": "text", "text": "summarise"}])]}
+    drops: list[str] = []
+    chat = valid_chat_request(messages_to_chat_request(valid_anthropic_request(msg), "gpt-x", drops=drops))
+    assert chat["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "notes"}, {"type": "text", "text": "summarise"}]}]
+    assert drops == ["content_part"]  # a 400 before, for both
+
+
 def test_translation_error_names_the_field() -> None:
     kind = {"id": "a", "type": "custom", "custom": {"name": "f", "input": "x"}}
     chat = {"messages": [user("x"), {"role": "assistant", "tool_calls": [kind]}]}
