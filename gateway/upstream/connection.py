@@ -14,6 +14,8 @@ import httptools
 MAX_BUFFERED = 256 * 1024
 # 100 Continue, 103 Early Hints: a response has one or two; more is a server gone wrong.
 MAX_INTERIM_RESPONSES = 8
+# Chunk-size lines and CRLFs between body bytes: what may come without a body beyond the trailers.
+TRAILER_SLACK = 4096
 
 
 class ConnectionLost(Exception):
@@ -69,6 +71,8 @@ class Connection(asyncio.Protocol):
         self._interim = False  # parsing a 1xx response, which ends before the real one
         self._interims = 0
         self._head_bytes = 0  # received before the final response's headers ended
+        self._header_size = 0  # the headers' (then the trailers') own bytes, as parsed
+        self._unread_bytes = 0  # received since the last body bytes, once the headers ended
         self.body: list[bytes] = []
         self.buffered = 0
 
@@ -150,6 +154,8 @@ class Connection(asyncio.Protocol):
         if not self.in_use:  # bytes nobody asked for: the connection cannot be trusted again
             self.abort()
             return
+        if self.headers_done:
+            self._unread_bytes += len(data)  # a body resets it (on_body): trailers do not
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -158,13 +164,18 @@ class Connection(asyncio.Protocol):
             self.abort()
             self._wake()
             return
-        if not self.headers_done and not self.closed:
+        if self.closed or self.complete:
+            return
+        if not self.headers_done:
             # httptools keeps a header until it ends: an endless one must be cut here.
             self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
-                self.error = HeadersTooLarge(self.max_header_bytes)
-                self.abort()
-                self._wake()
+            too_many = self._head_bytes > self.max_header_bytes
+        else:  # after the headers, bytes that bring no body: trailers, which no limit held
+            too_many = self._unread_bytes > self.max_header_bytes + TRAILER_SLACK
+        if too_many:
+            self.error = HeadersTooLarge(self.max_header_bytes)
+            self.abort()
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -189,6 +200,12 @@ class Connection(asyncio.Protocol):
             raise MalformedResponse("bytes after the end of the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value) + 4
+        if self._header_size > self.max_header_bytes:  # whole headers (or trailers) in one read
+            self.error = HeadersTooLarge(self.max_header_bytes)
+            raise self.error  # stops the parser; data_received drops the connection
+        if self.headers_done:
+            return  # a trailer: nothing here reads them
         self.raw_headers.append((name, value))
         lower = name.lower()
         if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
@@ -202,6 +219,7 @@ class Connection(asyncio.Protocol):
                 self.error = MalformedResponse(f"more than {MAX_INTERIM_RESPONSES} interim responses")
                 raise self.error  # stops the parser; data_received drops the connection
             self.raw_headers = []
+            self._header_size = 0
             self.framed = False
             self._interim = True
             return
@@ -212,6 +230,7 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self._unread_bytes = 0
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > MAX_BUFFERED and not self._paused and self.transport is not None:

@@ -76,6 +76,43 @@ def test_endless_headers_are_a_502_at_max_header_bytes(runner: Runner) -> None:
     runner(main())
 
 
+def test_headers_past_the_limit_that_come_in_one_write_are_a_502(runner: Runner) -> None:
+    """Whole in one read, headers end before the per-read count sees them: they are measured
+    as parsed (before, 60 KB of headers passed a 1 KiB limit)."""
+    async def main() -> None:
+        big = b"HTTP/1.1 200 OK\r\nx-big: " + b"y" * 4000 + b"\r\ncontent-length: 2\r\n\r\nok"
+        async with Scripted(reply(big)) as server:
+            upstream = await opened(max_header_bytes=1024)
+            with pytest.raises(BadGateway, match=r"upstream.max_header_bytes \(1024 bytes\)"):
+                await upstream.post(server.url(), {}, BODY)
+            await upstream.close()
+    runner(main())
+
+
+@pytest.mark.parametrize("shape", ["many trailers", "one endless trailer"])
+def test_endless_trailers_are_a_502_at_max_header_bytes(runner: Runner, shape: str) -> None:
+    """Trailers came after every limit: a server sending them for ever grew the client's memory
+    without bound (722 MB in 2 s)."""
+    async def main() -> None:
+        async def trailing(writer: asyncio.StreamWriter, nth: int) -> bool:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+            if shape == "one endless trailer":
+                writer.write(b"x-t: ")
+            while not writer.is_closing():
+                writer.write(b"x-t: 1\r\n" * 8192 if shape == "many trailers" else b"y" * 65536)
+                await writer.drain()
+            return False
+
+        async with Scripted(trailing) as server:
+            upstream = await opened(max_header_bytes=8192, max_response_bytes=MIB)
+            response = await upstream.post(server.url(), {}, BODY)
+            with pytest.raises(BadGateway, match="max_header_bytes"):
+                await response.read()
+            await until(lambda: server.open == 0)
+            await upstream.close()
+    runner(main())
+
+
 def test_endless_interim_responses_are_a_502(runner: Runner) -> None:
     async def main() -> None:
         async def early_hints(writer: asyncio.StreamWriter, nth: int) -> bool:
