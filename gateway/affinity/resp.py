@@ -15,6 +15,9 @@ packing and parsing, one timer for the whole connection.
   dropped and the command sent once more on a fresh one, with every command in flight on it.
 - Reconnects: a command on a connection that dies (Redis's idle `timeout`, CLIENT KILL, a
   proxy's cut) is sent once more on a fresh connection; AUTH and SELECT open each connection.
+- Refusals: a Redis at `maxclients` (or in protected mode) answers a new connection unasked and
+  closes it; that fails the connection (an outage, as redis-py reports it), never the command
+  that happened to wait first. A connect that times out is an outage too, not a late reply.
 - Other error replies (`-NOPERM`, `-WRONGTYPE`, ...) are the command's answer: ResponseError.
 - Bounds: at most `limit` commands in flight; further callers wait for room, at most `timeout`.
 """
@@ -40,6 +43,9 @@ HUNG_TIMEOUTS = 8
 HUNG_MIN_S = 2.0
 # Replies that mean "this node cannot serve you now": drop the connection and reconnect.
 FAILOVER_REPLIES = ("READONLY", "LOADING", "MASTERDOWN")
+# What Redis sends unasked as it refuses a connection (at maxclients; protected mode), then
+# closes it: an outage of this link, not the answer to whichever command waits first.
+REFUSAL_REPLIES = ("ERR max number of clients reached", "DENIED")
 
 
 class Failover(ConnectionError):
@@ -139,6 +145,13 @@ class Link(asyncio.Protocol):
         pending = self.pending
         try:
             while (reply := self.reader.gets()) is not False:
+                if isinstance(reply, ResponseError) and str(reply).startswith(REFUSAL_REPLIES):
+                    self.fail(ConnectionError(f"Redis refused the connection: {str(reply)[:120]}"))
+                    return
+                if not pending:
+                    unasked = str(reply)[:80]
+                    self.fail(ConnectionError(f"Redis sent a reply no command asked for: {unasked!r}"))
+                    return
                 future = pending.popleft()[0]
                 if self.expired:
                     self.expired -= 1
@@ -301,12 +314,16 @@ class RespClient:
         address = self.address
         link = Link(loop, self.timeout, self.limit)
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                if address.path is not None:
-                    await loop.create_unix_connection(lambda: link, address.path, ssl=address.ssl)
-                else:
-                    await loop.create_connection(
-                        lambda: link, address.host, address.port, ssl=address.ssl)
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    if address.path is not None:
+                        await loop.create_unix_connection(lambda: link, address.path, ssl=address.ssl)
+                    else:
+                        await loop.create_connection(
+                            lambda: link, address.host, address.port, ssl=address.ssl)
+            except TimeoutError:  # no connection at all: an outage, not a reply that came late
+                waited = f"{self.connect_timeout:g} s"
+                raise ConnectionError(f"connecting to Redis timed out after {waited}") from None
             hello: list[tuple[str | int, ...]] = []
             if address.username is not None:
                 hello.append(("AUTH", address.username, address.password or ""))

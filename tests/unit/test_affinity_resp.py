@@ -5,7 +5,9 @@ cancellation, clean close; and which client a URL gets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from gateway.affinity import Pin, StoreRejected, pin_key
-from gateway.affinity.connection import PooledCommands, connect, resp_address
+from gateway.affinity.connection import PooledCommands, connect, failure_kind, resp_address
 from gateway.affinity.redis import RedisStore
 from gateway.affinity.resp import Address, RespClient
 from gateway.affinity.scripts import sources
@@ -208,6 +210,59 @@ def test_a_killed_connection_is_replaced(redis_server: RedisServer) -> None:
             await resp.aclose()
 
     run(main())
+
+
+def test_a_redis_at_maxclients_is_an_outage_not_an_answer() -> None:
+    """Redis refuses a connection past maxclients with an unasked error reply: given to the
+    command that waited first, it read as "Redis is up" and the store's breaker flapped
+    open and closed every cooldown."""
+    full = RedisServer(None, "--maxclients", "1").start()
+    holder = redis.Redis(port=full.port)
+    try:
+        holder.ping()  # the only slot
+
+        async def main() -> None:
+            resp = client(local(full.port))
+            try:
+                with pytest.raises(ConnectionError, match="refused the connection") as refused:
+                    await resp.get("k")
+                assert failure_kind(refused.value) == "down"
+            finally:
+                await resp.aclose()
+
+        run(main())
+    finally:
+        holder.close()
+        full.stop()
+
+
+def test_a_connect_that_times_out_is_an_outage() -> None:
+    """A listener whose accept queue is full drops new connections' SYNs: connects hang."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued = []
+        for _ in range(8):  # fill the accept queue; the later ones hang in connect
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(listener.getsockname())
+            queued.append(sock)
+
+        async def main() -> None:
+            resp = RespClient(Address("127.0.0.1", listener.getsockname()[1]), 1.0, 0.05, 64, sources())
+            try:
+                with pytest.raises(ConnectionError, match="timed out") as late:
+                    await resp.get("k")
+                assert failure_kind(late.value) == "down"  # it was "late", as a slow reply
+            finally:
+                await resp.aclose()
+
+        try:
+            run(main())
+        finally:
+            for sock in queued:
+                sock.close()
 
 
 def test_a_script_missing_from_redis_is_sent_whole(redis_url: str,
