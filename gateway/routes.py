@@ -1,8 +1,8 @@
 """The one route table: every request, the hot completion endpoints and the rest alike, is
 matched here and nowhere else. Exact paths are one dict lookup; the few paths with a
 parameter are matched by prefix. Unknown paths and methods, and errors no endpoint
-handled, are answered in the OpenAI error envelope. Middleware, if any, wraps this whole
-table as plain ASGI, so it applies to every endpoint."""
+handled, are answered in the OpenAI error envelope (Anthropic's under /v1/messages).
+Middleware, if any, wraps this whole table as plain ASGI, so it applies to every endpoint."""
 
 from __future__ import annotations
 
