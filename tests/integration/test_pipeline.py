@@ -90,6 +90,19 @@ def test_unreachable_upstream_is_503_and_the_gateway_stays_up() -> None:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
+async def start_event_stream(scope: Scope, receive: Receive, send: Send) -> bool:
+    """A scripted upstream's start: the lifespan answered (False), or the request read and an
+    event stream's head sent (True)."""
+    if scope["type"] == "lifespan":
+        await answer_lifespan(receive, send)
+        return False
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")]})
+    return True
+
+
 class PausingUpstream:
     """Streams one chunk, then waits for the test's go-ahead before the rest."""
 
@@ -98,13 +111,8 @@ class PausingUpstream:
         self.closed = threading.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await answer_lifespan(receive, send)
+        if not await start_event_stream(scope, receive, send):
             return
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
         chunk = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",' \
                 b'"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n'
         await send({"type": "http.response.body", "body": chunk % b"first", "more_body": True})
@@ -135,13 +143,8 @@ class LingeringUpstream:
         self.release = threading.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await answer_lifespan(receive, send)
+        if not await start_event_stream(scope, receive, send):
             return
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
         head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
         await send({"type": "http.response.body", "more_body": True, "body":
                     head + b'[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
