@@ -31,11 +31,10 @@ def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str, cap: i
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
-def within_output_cap(request: dict[str, Any], cap: ModelProvider | int | None) -> dict[str, Any]:
-    """`request` with its max tokens lowered to the provider's `max_output_tokens` (a harness
-    asks for what its own models allow: Claude Code's 32,000 to a model that takes 16,384 was a
-    400 on every turn). In place; no cap, no change."""
-    limit = cap.max_output_tokens if isinstance(cap, ModelProvider) else cap
+def within_output_cap(request: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """`request` with its max tokens lowered to `limit`, a provider's `max_output_tokens` (a
+    harness asks for what its own models allow: Claude Code's 32,000 to a model that takes
+    16,384 was a 400 on every turn). In place; no limit, no change."""
     if limit is not None:
         for key in OUTPUT_CAPS:
             value = request.get(key)

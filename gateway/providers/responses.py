@@ -202,9 +202,11 @@ def to_chat_tool_choice(choice: Any) -> Any:
 
 
 def to_chat_request(
-    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str, drops: list[str] | None = None
+    payload: dict[str, Any], items: list[dict[str, Any]], model_id: str, drops: list[str] | None = None,
+    *, max_tokens_field: str = "max_tokens",
 ) -> dict[str, Any]:
-    """A Responses request (its input already expanded with any stored context) -> chat."""
+    """A Responses request (its input already expanded with any stored context) -> chat;
+    `max_tokens_field` as `anthropic.messages_to_chat_request` takes it."""
     messages = to_chat_messages(items, payload.get("instructions"), drops)
     chat: dict[str, Any] = {"model": model_id, "messages": messages}
     tools = to_chat_tools(payload, items, drops)
@@ -221,7 +223,7 @@ def to_chat_request(
         if payload.get(key) is not None:
             chat[key] = payload[key]
     if payload.get("max_output_tokens") is not None:
-        chat["max_tokens"] = payload["max_output_tokens"]
+        chat[max_tokens_field] = payload["max_output_tokens"]
     fmt = (payload.get("text") or {}).get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = {"name": fmt.get("name", "response"), "schema": fmt.get("schema", {})}
