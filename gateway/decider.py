@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from gateway.affinity import AffinityStore, Pin, pin_key
-from gateway.affinity.base import LaneRef, split_key, tenant_tag
+from gateway.affinity.base import LaneRef, tenant_tag
 from gateway.affinity.lanes import LaneIndex
 from gateway.apis.base import ClientRequest, Continued
 from gateway.config import Config
@@ -35,7 +35,8 @@ class Plan:
     may_reroute: bool = False
     rerouted_from: str | None = None  # the planned model that did not serve, when the pin moved
     session: Session | None = None  # where the session key came from, and the lane
-    tenant: str = ""
+    # (the session's lane-less key, the lane): where the pin's lane is listed, moved with it
+    listing: LaneRef | None = None
 
     @property
     def source(self) -> str:
@@ -58,17 +59,15 @@ class Decider:
         self.metrics = metrics
         self.reroute = config.routing.on_pinned_failure == "reroute"
         self.unknown_to_default = config.routing.unknown_model == "default"
-        # A sliding TTL restarts the session's lane listing on each hit, so the lookup names it.
-        self.sliding = config.routing.session_ttl_refresh
         self.lanes = LaneIndex()
         # A follow-up no source ranked before previous-response placed (by default none: it
         # comes last) goes back to the model of what it continues.
-        ranks = {source.name: rank for rank, source in enumerate(config.routing.session_sources)}
-        previous = [s.name for s in config.routing.session_sources if s.body == "previous_response_id"]
-        self.follow_previous = bool(previous)
-        self._outranked = frozenset(  # sources a continued response goes before: the later ones
-            name for name, rank in ranks.items() if previous and rank > ranks[previous[0]]
-        ) | {"fingerprint"}
+        sources = config.routing.session_sources
+        ranked = [rank for rank, s in enumerate(sources) if s.body == "previous_response_id"]
+        self.follow_previous = bool(ranked)
+        # the sources a continued response goes before: those ranked after it
+        later = sources[ranked[0] + 1:] if ranked else ()
+        self._outranked = frozenset(s.name for s in later) | {"fingerprint"}
         self._tags: dict[str, str] = {}
 
     async def plan(
@@ -97,10 +96,12 @@ class Decider:
                 self._tags.clear()
             tag = self._tags[tenant] = tenant_tag(tenant)
         key = pin_key(tenant, session.affinity_id, session.lane, tag)
+        # The session's lane-less key, where its lanes are listed: a sliding hit restarts that
+        # listing, a new pin joins it, a moved one keeps it alive.
+        listing = (pin_key(tenant, session.affinity_id, tag=tag) if session.lane else key, session.lane)
         self.lanes.saw(tenant, session.affinity_id, session.lane)
         started = time.perf_counter()
-        listing = self._session_key(key, tenant, session, tag) if self.sliding else None
-        lookup = await self.store.get(key, listing)
+        lookup = await self.store.get(key, listing[0])
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
         if lookup.degraded:
             self.metrics.affinity("degraded")
@@ -110,15 +111,14 @@ class Decider:
             self.metrics.decision(found.route, found.model, "affinity")
             decision = Decision(found.route, (found.model,), "affinity")
             status: AffinityStatus = "degraded" if lookup.degraded else "hit"
-            return Plan(decision, status, key, may_reroute=self.reroute, session=session, tenant=tenant)
+            return Plan(decision, status, key, may_reroute=self.reroute, session=session, listing=listing)
         if found is not None and pin:  # pinned to a model that has left the config: route afresh
             await self.store.delete(key)  # (not when only counting tokens: that changes nothing)
         decision = await self.route(request)
         if not pin:
             return Plan(decision, "none", session=session)
         started = time.perf_counter()
-        lane = (self._session_key(key, tenant, session, tag), session.lane)  # listed for the admin API
-        pinned = await self.store.pin(key, Pin(decision.model, decision.route), lane)
+        pinned = await self.store.pin(key, Pin(decision.model, decision.route), listing)
         self.metrics.store_time(self.store.name, time.perf_counter() - started)
         if pinned.evicted:
             self.metrics.affinity("evicted", pinned.evicted)
@@ -128,23 +128,11 @@ class Decider:
             self.metrics.affinity("new")
             status = "degraded" if pinned.degraded else "new"
             return Plan(decision, status, key, may_follow=True, may_reroute=self.reroute, session=session,
-                        tenant=tenant)
+                        listing=listing)
         self.metrics.affinity("race_lost")  # another replica pinned this session first: serve its choice
         served = Decision(pinned.pin.route, (pinned.pin.model,), "affinity")  # the winner's pin
         status = "degraded" if pinned.degraded else "hit"
-        return Plan(served, status, key, may_reroute=self.reroute, session=session, tenant=tenant)
-
-    def listing(self, plan: Plan) -> LaneRef | None:
-        """(the session's lane-less key, the lane) of a plan's pin: where its lane is listed."""
-        if plan.key is None or plan.session is None:
-            return None
-        tag = split_key(plan.key)[1]
-        return self._session_key(plan.key, plan.tenant, plan.session, tag), plan.session.lane
-
-    @staticmethod
-    def _session_key(key: str, tenant: str, session: Session, tag: str) -> str:
-        """The session's lane-less key (a lane's pin key names the lane too)."""
-        return pin_key(tenant, session.affinity_id, tag=tag) if session.lane else key
+        return Plan(served, status, key, may_reroute=self.reroute, session=session, listing=listing)
 
     def _continued(self, continues: Continued) -> Plan | None:
         """A Responses follow-up goes back to the model that produced what it continues (its

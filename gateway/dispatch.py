@@ -22,6 +22,7 @@ from gateway.decider import AffinityStatus, Decider, Plan
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
 from gateway.providers.anthropic_wire import openai_error_message
+from gateway.providers.openai import within_output_cap
 from gateway.routing import Decision
 from gateway.tracing import Tracer
 from gateway.upstream import UpstreamClient, UpstreamResponse
@@ -126,12 +127,13 @@ class Dispatcher:
         decision = Decision(pinned.pin.route, (pinned.pin.model,), fresh.source)
         # Lost the compare-and-set: served on the pin another replica moved it to, a hit.
         status: AffinityStatus = "degraded" if pinned.degraded else "new" if pinned.created else "hit"
-        return Plan(decision, status, plan.key, rerouted_from=failed, session=plan.session)
+        return Plan(decision, status, plan.key, rerouted_from=failed, session=plan.session,
+                    listing=plan.listing)
 
     async def _move(self, plan: Plan, old: Pin, new: Pin) -> Pinned:
         """Compare-and-set the pin from `old` to `new`; the pin that stands comes back."""
         assert plan.key is not None
-        pinned = await self.store.repin(plan.key, old, new, self.decider.listing(plan))
+        pinned = await self.store.repin(plan.key, old, new, plan.listing)
         self.metrics.affinity("new" if pinned.created else "race_lost")
         return pinned
 
@@ -141,6 +143,10 @@ class Dispatcher:
     ) -> UpstreamResponse:
         url = provider.api_base + exchange.path
         drops: list[str] = []
+        if provider.max_output_tokens is not None:  # once here, for every API and exchange
+            capped = within_output_cap(request.payload, provider.max_output_tokens)
+            if capped is not None:
+                request = replace(request, payload=capped, raw=orjson.dumps(capped))
         body = exchange.request_body(request, provider, drops)
         for what in drops:
             self.metrics.translation_drop(api.name, what)
