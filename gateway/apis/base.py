@@ -106,10 +106,8 @@ class ClientApi:
 
 
 def passthrough_body(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
-    """A same-API request: the client's own bytes, the model id swapped in only if it differs
-    (and a max_tokens past the provider's max_output_tokens lowered to it)."""
-    return openai.chat_request_body(
-        request.payload, request.raw, provider.model_id, provider.max_output_tokens)
+    """A same-API request: the client's own bytes, the model id swapped in only if it differs."""
+    return openai.chat_request_body(request.payload, request.raw, provider.model_id)
 
 
 def load_json(body: bytes) -> dict[str, Any]:

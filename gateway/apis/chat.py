@@ -64,7 +64,7 @@ def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> Strea
 
 def _to_messages(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
     messages = anthropic.chat_to_messages_request(request.payload, provider.model_id, drops=drops)
-    return orjson.dumps(openai.within_output_cap(messages, provider.max_output_tokens))
+    return orjson.dumps(messages)
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:

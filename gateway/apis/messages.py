@@ -74,7 +74,7 @@ def _passthrough_stream(request: ClientRequest, model: str, limit: int) -> Strea
 def _to_chat(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
     chat = anthropic.messages_to_chat_request(
         request.payload, provider.model_id, max_tokens_field=openai.max_tokens_field(provider), drops=drops)
-    return orjson.dumps(openai.within_output_cap(chat, provider.max_output_tokens))
+    return orjson.dumps(chat)
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:

@@ -103,7 +103,7 @@ def conversation(request: ClientRequest) -> Conversation:
 def _to_chat(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
     chat = to_chat_request(request.payload, conversation(request).full, provider.model_id, drops,
                            max_tokens_field=openai.max_tokens_field(provider))
-    return orjson.dumps(openai.within_output_cap(chat, provider.max_output_tokens))
+    return orjson.dumps(chat)
 
 
 def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
@@ -114,7 +114,7 @@ def _from_chat(request: ClientRequest, body: bytes, model: str) -> bytes:
 
 def _to_messages(request: ClientRequest, provider: ModelProvider, drops: list[str]) -> bytes:
     messages = to_messages_request(request.payload, conversation(request).full, provider.model_id, drops)
-    return orjson.dumps(openai.within_output_cap(messages, provider.max_output_tokens))
+    return orjson.dumps(messages)
 
 
 def _from_messages(request: ClientRequest, body: bytes, model: str) -> bytes:

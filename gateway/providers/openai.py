@@ -16,31 +16,25 @@ def request_headers(provider: ModelProvider) -> dict[str, str]:
     return headers
 
 
-def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str, cap: int | None = None) -> bytes:
-    """The client's own bytes when the model already matches (and its max tokens are within
-    the provider's `cap`); re-encoded only when something must change."""
-    over = cap is not None and any(
-        isinstance(payload.get(key), int) and payload[key] > cap for key in OUTPUT_CAPS)
-    if payload.get("model") == model_id and not over:
+def chat_request_body(payload: dict[str, Any], raw: bytes, model_id: str) -> bytes:
+    """The client's own bytes when the model already matches; re-encoded only when it must change."""
+    if payload.get("model") == model_id:
         return raw
     payload = {**payload, "model": model_id}
-    return orjson.dumps(within_output_cap(payload, cap) if over else payload)
+    return orjson.dumps(payload)
 
 
 # Where each API puts the most tokens an answer may have.
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
-def within_output_cap(request: dict[str, Any], limit: int | None) -> dict[str, Any]:
-    """`request` with its max tokens lowered to `limit`, a provider's `max_output_tokens` (a
-    harness asks for what its own models allow: Claude Code's 32,000 to a model that takes
-    16,384 was a 400 on every turn). In place; no limit, no change."""
-    if limit is not None:
-        for key in OUTPUT_CAPS:
-            value = request.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
-                request[key] = limit
-    return request
+def within_output_cap(payload: dict[str, Any], limit: int) -> dict[str, Any] | None:
+    """A copy of a client's `payload` with its max tokens lowered to `limit`, a provider's
+    `max_output_tokens` (a harness asks for what its own models allow: Claude Code's 32,000
+    to a model that takes 16,384 was a 400 on every turn); None when nothing is past it."""
+    over = [key for key in OUTPUT_CAPS if isinstance(payload.get(key), int)
+            and not isinstance(payload[key], bool) and payload[key] > limit]
+    return {**payload, **dict.fromkeys(over, limit)} if over else None
 
 
 def max_tokens_field(provider: ModelProvider) -> str:

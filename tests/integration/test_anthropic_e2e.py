@@ -171,3 +171,10 @@ def test_a_harness_max_tokens_reaches_an_openai_model_within_its_cap_and_named_a
                 "vllm/coder": {"max_tokens": 8192},
                 "openai/gpt-4o-mini": {"max_completion_tokens": 32000},  # no cap configured
             }[model]
+        # the same cap for every API: chat passed through, and Responses sent natively to OpenAI
+        for path, field in (("/v1/chat/completions", "max_tokens"), ("/v1/responses", "max_output_tokens")):
+            asked = {"model": "openai/gpt-4o", field: 32_000, "input": "x",
+                     "messages": [{"role": "user", "content": "x"}]}
+            asked.pop("input" if path == "/v1/chat/completions" else "messages")
+            assert httpx.post(f"{replica.url}{path}", json=asked).status_code == 200
+            assert httpx.get(f"{simulator.url}/_simulator/requests").json()[-1]["body"][field] == 16384
