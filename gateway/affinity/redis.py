@@ -155,12 +155,9 @@ class RedisStore:
         try:
             if self.refresh and touch:
                 keys: tuple[str, ...] = (redis_key, index_key)
-                if session is not None:
-                    lane_keys = self._lane_keys(session)
-                    # In one script only where the set shares the pin's slot (always, but in a
-                    # cluster); elsewhere the listing keeps the TTL its last new lane gave it.
-                    if lane_keys[1] == f"{index_key[:-4]}:sidx":
-                        keys = (*keys, *lane_keys)
+                # Elsewhere than the pin's slot the listing keeps the TTL its last lane gave it.
+                if session is not None and (lane_keys := self._lane_keys_beside(session, index_key)):
+                    keys = (*keys, *lane_keys)
                 raw = await self._redis(commands.script, "TOUCH", keys, (self.ttl_ms,))
             else:
                 raw = await self._redis(commands.get, redis_key)
@@ -233,11 +230,10 @@ class RedisStore:
         args: Args = (pin.encode(), self.ttl_ms, self.cap_per_bucket, quota, tenant)
         apart: tuple[tuple[str, str], Args] | None = None  # a lane set in another slot
         if lane is not None:
-            lane_keys = self._lane_keys(lane[0])
-            if lane_keys[1] == f"{keys[1][:-4]}:sidx":
-                keys, args = (*keys, *lane_keys), (*args, lane[1], MAX_LANES)
+            if beside := self._lane_keys_beside(lane[0], keys[1]):
+                keys, args = (*keys, *beside), (*args, lane[1], MAX_LANES)
             else:
-                apart = lane_keys, (lane[1], self.ttl_ms, self.cap_per_bucket, MAX_LANES)
+                apart = self._lane_keys(lane[0]), (lane[1], self.ttl_ms, self.cap_per_bucket, MAX_LANES)
         created, raw, evicted = await self._redis(self.commands.script, "PIN", keys, args)
         if created and apart is not None:
             with contextlib.suppress(Unavailable):  # the pin stands; only its listing is lost
@@ -264,10 +260,9 @@ class RedisStore:
         keys: tuple[str, ...]
         keys, tenant, quota = self._write_keys(key)
         args: Args = (old.encode(), new.encode(), self.ttl_ms, self.cap_per_bucket, quota, tenant)
-        if lane is not None:  # in the same script where the set shares the pin's slot, else not
-            lane_keys = self._lane_keys(lane[0])
-            if lane_keys[1] == f"{keys[1][:-4]}:sidx":
-                keys, args = (*keys, *lane_keys), (*args, lane[1], MAX_LANES)
+        # in the same script where the set shares the pin's slot, else not
+        if lane is not None and (beside := self._lane_keys_beside(lane[0], keys[1])):
+            keys, args = (*keys, *beside), (*args, lane[1], MAX_LANES)
         try:
             replaced, raw, evicted = await self._redis(self.commands.script, "REPIN", keys, args)
         except Unavailable:
@@ -306,6 +301,13 @@ class RedisStore:
         bucket = self.keys(session)[1][:-4]
         return f"{bucket}:s:{session.partition(':')[0]}", f"{bucket}:sidx"
 
+    def _lane_keys_beside(self, session: str, pin_index: str) -> tuple[str, str] | None:
+        """The session's lane keys when they share the slot of a pin (listed in `pin_index`), so
+        one script can write both: always, but in a cluster (16 buckets)."""
+        if self.buckets > 1 and self.keys(session)[1] != pin_index:
+            return None
+        return self._lane_keys(session)
+
     async def lanes(self, session: str) -> list[str] | None:
         try:
             found = await self._redis(self.commands.script, "LANES", self._lane_keys(session)[:1], ())
@@ -315,7 +317,7 @@ class RedisStore:
 
     async def forget_lanes(self, session: str) -> None:
         with contextlib.suppress(Unavailable):
-            await self._redis(self.commands.script, "UNLANE", self._lane_keys(session), ())
+            await self._redis(self.commands.script, "UNINDEX", self._lane_keys(session), ())
 
     async def _redis(self, command: Callable[..., Awaitable[T]], *args: Any) -> T:
         """One Redis command behind the breaker. Through a connection pool it holds one of

@@ -23,7 +23,6 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 import orjson
-from redis.exceptions import RedisError
 
 from gateway.affinity import connection
 from gateway.config import Config
@@ -120,7 +119,7 @@ class RedisResponseStore:
     async def get(self, tenant: str, response_id: str) -> dict[str, Any] | None:
         try:
             raw = await self.commands.get(self.prefix + record_key(tenant, response_id))
-        except (RedisError, OSError) as exc:
+        except connection.UNAVAILABLE as exc:
             raise StoreUnavailable(
                 "the response store is unreachable, so previous_response_id cannot be resolved; "
                 "retry shortly", code="response_store_unavailable") from exc
@@ -137,8 +136,8 @@ class RedisResponseStore:
     async def delete(self, tenant: str, response_id: str) -> bool:
         key = self.prefix + record_key(tenant, response_id)
         try:
-            return bool(await self.commands.script("RESPONSE_DELETE", (key, self.index), ()))
-        except (RedisError, OSError) as exc:
+            return bool(await self.commands.script("UNINDEX", (key, self.index), ()))
+        except connection.UNAVAILABLE as exc:
             raise StoreUnavailable("the response store is unreachable; retry shortly",
                                    code="response_store_unavailable") from exc
 

@@ -192,8 +192,9 @@ LANES = """
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
-# KEYS: a session's lane set, the bucket's index of lane sets. Forgets the session's lanes.
-UNLANE = """
+# KEYS: a key, the index it is listed in. Removes both (a session's lane set from the index of
+# lane sets, a stored response from its index). Returns 1 if the key was there.
+UNINDEX = """
 redis.call('ZREM', KEYS[2], KEYS[1])
 return redis.call('DEL', KEYS[1])
 """
@@ -207,12 +208,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 return trim(KEYS[2], tonumber(ARGV[3]))
-"""
-
-# KEYS: record, index. Returns 1 if there was a record.
-RESPONSE_DELETE = """
-redis.call('ZREM', KEYS[2], KEYS[1])
-return redis.call('DEL', KEYS[1])
 """
 
 # KEYS: index. Sweeps expired members, returns the live ones.
@@ -246,5 +241,5 @@ return 1
 def sources() -> dict[str, str]:
     """Every script by the name the store calls it by."""
     return {"PIN": PIN, "REPIN": REPIN, "WRITEBACK": WRITEBACK, "TOUCH": TOUCH, "DELETE": DELETE,
-            "LANE": LANE, "LANES": LANES, "UNLANE": UNLANE, "RESPONSE_PUT": RESPONSE_PUT,
-            "RESPONSE_DELETE": RESPONSE_DELETE, "COUNT": COUNT, "CHECK": CHECK}
+            "LANE": LANE, "LANES": LANES, "UNINDEX": UNINDEX, "RESPONSE_PUT": RESPONSE_PUT,
+            "COUNT": COUNT, "CHECK": CHECK}
