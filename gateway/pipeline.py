@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-from gateway.apis import ClientApi
+from gateway.apis import ClientApi, StreamTranslator
 from gateway.apis.base import UNREADABLE_ANSWER
 from gateway.auth import Authenticator
 from gateway.config import Config
@@ -43,6 +43,12 @@ def request_id(scope: Scope) -> str:
 def shutting_down() -> ServiceUnavailable:
     return ServiceUnavailable("the gateway is shutting down; retry", reason="shutdown",
                               code="shutting_down", headers={"retry-after": "1"})
+
+
+def closing_event(translator: StreamTranslator, api: ClientApi, error: GatewayError) -> bytes:
+    """The last event of a stream that fails: the translator's, when it numbers its events."""
+    fail = getattr(translator, "fail_with", None)
+    return bytes(fail(error)) if fail is not None else api.stream_error(error)
 
 
 def decision_headers(rid: str, plan: Plan | None, model: str | None) -> Headers:
@@ -153,16 +159,19 @@ class Pipeline:
             self._record(ctx)  # a client that left mid-stream: recorded here, once
 
     def _record(self, ctx: RequestContext) -> None:
-        """The request's metrics and access line, once."""
+        """The request's metrics, tokens and access line, once."""
         if ctx.recorded:
             return
         ctx.recorded = True
         elapsed = time.perf_counter() - ctx.started
         model = ctx.model or ""
         self.metrics.request(ctx.endpoint, model, ctx.status, elapsed)
+        plan, usage = ctx.plan, ctx.usage
+        if usage is not None:
+            self.metrics.usage(model, usage["prompt_tokens"], usage["completion_tokens"],
+                               usage.get("cached_prompt_tokens", 0))
         if self.tracer is not None:
             self.tracer.record(ctx)
-        plan, usage = ctx.plan, ctx.usage
         session = plan.session if plan else None
         self.access.request(
             request_id=ctx.request_id, endpoint=ctx.endpoint, status=ctx.status, model=model,
@@ -175,12 +184,6 @@ class Pipeline:
             prompt_tokens=usage["prompt_tokens"] if usage else None,
             completion_tokens=usage["completion_tokens"] if usage else None,
         )
-
-    def _count_usage(self, ctx: RequestContext, model: str) -> None:
-        if ctx.usage is not None:
-            usage = ctx.usage
-            self.metrics.usage(model, usage["prompt_tokens"], usage["completion_tokens"],
-                               usage.get("cached_prompt_tokens", 0))
 
     async def _whole(self, ctx: RequestContext, served: Served, send: Send) -> None:
         started = time.perf_counter()
@@ -202,7 +205,6 @@ class Pipeline:
                     f"upstream {provider.model} sent a response that cannot be translated",
                     reason="bad_response", code="upstream_bad_response",
                 ) from exc
-        self._count_usage(ctx, provider.model)
         if ctx.api.save is not None:
             await ctx.api.save(ctx.request, ctx.tenant or "", provider, ctx.route, body)
         ctx.status = 200
@@ -260,11 +262,9 @@ class Pipeline:
                     await save(ctx.request, ctx.tenant or "", provider, ctx.route, translator.final)  # type: ignore[arg-type, attr-defined]
             except GatewayError as error:  # mid-stream: the status is gone, so say it in-band
                 self.metrics.upstream_error(provider.provider, getattr(error, "reason", "error"))
-                fail = getattr(translator, "fail_with", None)  # a translator that numbers its events
-                tail = fail(error) if fail is not None else api.stream_error(error)
+                tail = closing_event(translator, api, error)
             self.metrics.upstream(provider.provider, provider.model, time.perf_counter() - ctx.started)
             ctx.usage = translator.usage
-            self._count_usage(ctx, provider.model)
             self._record(ctx)
             await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -276,8 +276,7 @@ class Pipeline:
             # The server is stopping past its drain time: end the stream in-band, not by a cut,
             # and the request with it (no cancellation left for uvicorn to log as a crash).
             pumping.cancel()
-            fail = getattr(translator, "fail_with", None)  # a translator that numbers its events
-            tail = fail(shutting_down()) if fail is not None else api.stream_error(shutting_down())
+            tail = closing_event(translator, api, shutting_down())
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
@@ -289,7 +288,6 @@ class Pipeline:
                 # The client left first, often right after the stream's last event while the
                 # upstream's end was still on its way: the tokens it used are counted all the same.
                 ctx.usage = translator.usage
-                self._count_usage(ctx, provider.model)
         if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
             raise pumping.exception()  # type: ignore[misc]
 
