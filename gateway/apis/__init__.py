@@ -14,6 +14,7 @@ __all__ = ["CHAT", "COUNT_TOKENS", "MESSAGES", "ClientApi", "ClientRequest", "Ex
 def error_body_for(path: str | bytes, error: GatewayError) -> bytes:
     """An error met before any endpoint has the request (no route, a wrong method, a head or
     body refused on the wire), in the envelope its client reads: Anthropic's under
-    /v1/messages, OpenAI's elsewhere."""
+    /v1/messages (and its routing twin), OpenAI's elsewhere."""
     text = path.decode("latin-1") if isinstance(path, bytes) else path
-    return messages.error_body(error) if text.startswith("/v1/messages") else error.body()
+    anthropic = text.startswith(("/v1/messages", "/routing/v1/messages"))
+    return messages.error_body(error) if anthropic else error.body()

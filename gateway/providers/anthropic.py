@@ -414,8 +414,9 @@ def chat_to_messages_response(chat: dict[str, Any], model: str) -> dict[str, Any
     choice = choices[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    refusal = message.get("refusal") if not text_of(message.get("content")) else None
-    text = text_of(message.get("content")) or (refusal if isinstance(refusal, str) else "")
+    text = text_of(message.get("content"))
+    refusal = message.get("refusal") if not text else None
+    text = text or (refusal if isinstance(refusal, str) else "")
     if text:
         content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or []:

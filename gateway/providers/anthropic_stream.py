@@ -301,11 +301,10 @@ class ChatToMessagesStream(_StreamTranslator):
             if choice.get("index", 0) != 0:
                 continue  # n > 1: an Anthropic message has one answer
             delta = choice.get("delta") or {}
-            for text in (delta.get("content"), delta.get("refusal")):  # a refusal is its text
-                if isinstance(text, str) and text:
+            for text, refusal in ((delta.get("content"), False), (delta.get("refusal"), True)):
+                if isinstance(text, str) and text:  # a refusal is its text, and the stop reason
                     out += self._tools_whole() + self._text(text)
-            if isinstance(delta.get("refusal"), str) and delta["refusal"]:
-                self._refused = True
+                    self._refused = self._refused or refusal
             for call in delta.get("tool_calls") or []:
                 self._tool_call(call)
             if choice.get("finish_reason"):

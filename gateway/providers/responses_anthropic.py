@@ -75,8 +75,7 @@ def from_message(
 
 
 # Chat fields the Responses request's fields became (`to_chat_request`).
-_CLIENT_FIELDS = {"messages": "input", "max_tokens": "max_output_tokens", "tools": "tools",
-                  "tool_choice": "tool_choice"}
+_CLIENT_FIELDS = {"messages": "input", "max_tokens": "max_output_tokens"}
 
 
 def _client_field(param: str | None) -> str | None:

@@ -177,6 +177,7 @@ def test_under_v1_messages_an_error_before_any_endpoint_is_in_anthropics_envelop
         assert answer.status_code == status
         assert answer.json()["type"] == "error" and answer.json()["error"]["message"]
     assert wrong_method.headers["allow"] == "POST"
+    assert httpx.get(f"{replica.url}/routing/v1/messages").json()["type"] == "error"  # its routing twin
     sock = connect(replica.port)
     sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: g\r\ncontent-type: application/json\r\n"
                  b"content-length: 100\r\n\r\n{\"messages\"")
